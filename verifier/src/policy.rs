@@ -1,0 +1,296 @@
+//! The bpfship policy: one TOML file enforced in CI (`bpfship validate --policy`) and on the host
+//! (the agent refuses what it refuses). See `policies/README.md` for every field.
+//!
+//! This module owns the file format, loading and the policy digest. The rules of each artifact kind
+//! are evaluated next to their inspectors (`ebpf::check_policy`, `wasm::check_policy`).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::sha256_digest;
+
+/// Errors while reading a policy file.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{path}: cannot read policy: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid policy: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: trusted key {key}: {source}")]
+    Key {
+        path: PathBuf,
+        key: String,
+        source: std::io::Error,
+    },
+}
+
+/// A loaded policy: the parsed rules with every trusted key resolved to its PEM text, and the
+/// digest recorded with each decision made under it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Policy {
+    #[serde(flatten)]
+    pub rules: PolicyFile,
+    /// `sha256:` digest over the canonical JSON of the rules with keys inlined: it changes when a
+    /// rule or a trusted key's content changes, not when whitespace or comments do.
+    pub digest: String,
+}
+
+/// The policy file as written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// Format version; only 1 exists.
+    #[serde(default = "default_version")]
+    pub version: u32,
+    /// Who may sign what. The first entry whose pattern matches a repository applies.
+    #[serde(default)]
+    pub trust: Vec<TrustRule>,
+    #[serde(default)]
+    pub ebpf: EbpfRules,
+    #[serde(default)]
+    pub wasm: WasmRules,
+    #[serde(default)]
+    pub rollout: RolloutDefaults,
+}
+
+fn default_version() -> u32 {
+    1
+}
+
+/// Trusted signers for repositories matching `repositories` (glob patterns over `host/path`, where
+/// `*` matches within one path segment and `**` matches across segments).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrustRule {
+    pub repositories: Vec<String>,
+    /// Public keys (PEM `PUBLIC KEY`): a path relative to the policy file, or the PEM text inline.
+    /// After loading, always the PEM text.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Unsigned artifacts are denied unless this is explicitly true.
+    #[serde(default)]
+    pub allow_unsigned: bool,
+}
+
+/// eBPF rules. Empty lists and absent limits mean "no rule".
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EbpfRules {
+    /// Program types allowed (kernel names without the prefix: `xdp`, `sched_cls`, `tracepoint`…).
+    #[serde(default)]
+    pub allowed_program_types: Vec<String>,
+    /// Helpers no program may call, by name (`bpf_probe_write_user`…).
+    #[serde(default)]
+    pub forbidden_helpers: Vec<String>,
+    /// Maximum instructions per program.
+    pub max_instructions: Option<u64>,
+    /// Require a `.BTF` section.
+    #[serde(default)]
+    pub require_btf: bool,
+}
+
+/// WASM rules. Empty lists and absent limits mean "no rule".
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WasmRules {
+    /// Opt-in proposals beyond the standard feature set: `legacy_exceptions`, `threads`.
+    #[serde(default)]
+    pub allow_features: Vec<String>,
+    /// Allowed imports as `module::name` patterns (`*` wildcard); empty means no import allowed
+    /// when `restrict_imports` is true.
+    #[serde(default)]
+    pub allowed_imports: Vec<String>,
+    /// When true, only `allowed_imports` may be imported.
+    #[serde(default)]
+    pub restrict_imports: bool,
+    /// Maximum declared (initial, and maximum when present) pages of any memory.
+    pub max_memory_pages: Option<u64>,
+    /// Exports that must be present.
+    #[serde(default)]
+    pub required_exports: Vec<String>,
+}
+
+/// Rollout defaults a deployment inherits unless it sets its own.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutDefaults {
+    /// Canary percentages, ascending, ending at 100.
+    #[serde(default = "default_steps")]
+    pub steps: Vec<u32>,
+    /// Bake time at each step, in seconds.
+    #[serde(default = "default_bake_seconds")]
+    pub bake_seconds: u64,
+    /// How long the previous version stays loaded after promotion, in seconds.
+    #[serde(default = "default_rollback_window_seconds")]
+    pub rollback_window_seconds: u64,
+}
+
+impl Default for RolloutDefaults {
+    fn default() -> Self {
+        Self {
+            steps: default_steps(),
+            bake_seconds: default_bake_seconds(),
+            rollback_window_seconds: default_rollback_window_seconds(),
+        }
+    }
+}
+
+fn default_steps() -> Vec<u32> {
+    vec![1, 10, 50, 100]
+}
+fn default_bake_seconds() -> u64 {
+    60
+}
+fn default_rollback_window_seconds() -> u64 {
+    600
+}
+
+/// One rule an artifact breaks.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Violation {
+    /// The policy field that refused it (`ebpf.forbidden_helpers`…).
+    pub rule: String,
+    /// What broke it, naming the program/section/import.
+    pub message: String,
+}
+
+impl Policy {
+    /// Reads and resolves a policy file; trusted key paths are relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses policy text; `path` names the file in errors and anchors relative key paths.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, PolicyError> {
+        let mut rules: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Parse {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        rules.validate().map_err(|message| PolicyError::Parse {
+            path: path.to_owned(),
+            message,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for rule in &mut rules.trust {
+            for key in &mut rule.keys {
+                if !key.contains("-----BEGIN") {
+                    let key_path = base.join(&*key);
+                    *key = std::fs::read_to_string(&key_path).map_err(|source| PolicyError::Key {
+                        path: path.to_owned(),
+                        key: key_path.display().to_string(),
+                        source,
+                    })?;
+                }
+            }
+        }
+        Ok(Self::from_rules(rules))
+    }
+
+    /// A policy from rules already resolved (keys as PEM text).
+    pub fn from_rules(rules: PolicyFile) -> Self {
+        let canonical = serde_json::to_vec(&rules).expect("policy rules serialize to JSON");
+        Self {
+            digest: sha256_digest(&canonical),
+            rules,
+        }
+    }
+
+    /// The trust rule for `repository` (`host/path`), if any pattern matches it.
+    pub fn trust_for(&self, repository: &str) -> Option<&TrustRule> {
+        self.rules
+            .trust
+            .iter()
+            .find(|rule| rule.repositories.iter().any(|p| glob_match(p, repository)))
+    }
+}
+
+impl PolicyFile {
+    fn validate(&self) -> Result<(), String> {
+        if self.version != 1 {
+            return Err(format!("version {} is not supported (only 1)", self.version));
+        }
+        for (i, rule) in self.trust.iter().enumerate() {
+            if rule.repositories.is_empty() {
+                return Err(format!("trust[{i}].repositories is empty"));
+            }
+            if rule.keys.is_empty() && !rule.allow_unsigned {
+                return Err(format!(
+                    "trust[{i}] names no keys and does not allow unsigned artifacts"
+                ));
+            }
+        }
+        let steps = &self.rollout.steps;
+        if steps.is_empty()
+            || steps.windows(2).any(|w| w[0] >= w[1])
+            || steps.last() != Some(&100)
+            || steps[0] == 0
+        {
+            return Err(format!(
+                "rollout.steps must ascend strictly from above 0 to 100, got {steps:?}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Glob match where `*` matches any run of characters except `/`, and `**` matches anything.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match p {
+            [] => t.is_empty(),
+            [b'*', b'*', rest @ ..] => (0..=t.len()).any(|i| go(rest, &t[i..])),
+            [b'*', rest @ ..] => (0..=t.len())
+                .take_while(|&i| i == 0 || t[i - 1] != b'/')
+                .any(|i| go(rest, &t[i..])),
+            [c, rest @ ..] => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    go(pattern.as_bytes(), text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_semantics() {
+        assert!(glob_match("ghcr.io/acme/*", "ghcr.io/acme/xdp"));
+        assert!(!glob_match("ghcr.io/acme/*", "ghcr.io/acme/net/xdp"));
+        assert!(glob_match("ghcr.io/acme/**", "ghcr.io/acme/net/xdp"));
+        assert!(glob_match("**", "anything/at/all"));
+        assert!(!glob_match("ghcr.io/acme", "ghcr.io/acme2"));
+    }
+
+    #[test]
+    fn digest_ignores_formatting_but_not_rules() {
+        let p = Path::new("p.toml");
+        let a = Policy::from_toml("[ebpf]\nmax_instructions = 10\n", p).unwrap();
+        let b = Policy::from_toml("# c\n[ebpf]\nmax_instructions    = 10\n", p).unwrap();
+        let c = Policy::from_toml("[ebpf]\nmax_instructions = 11\n", p).unwrap();
+        assert_eq!(a.digest, b.digest);
+        assert_ne!(a.digest, c.digest);
+    }
+
+    #[test]
+    fn bad_policies_are_refused_with_the_field() {
+        let p = Path::new("p.toml");
+        let e = Policy::from_toml("[ebpf]\nmax_instrs = 1\n", p).unwrap_err().to_string();
+        assert!(e.contains("p.toml") && e.contains("max_instrs"), "{e}");
+        let e = Policy::from_toml("[[trust]]\nrepositories = [\"x/*\"]\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("trust[0]"), "{e}");
+        let e = Policy::from_toml("[rollout]\nsteps = [10, 5, 100]\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rollout.steps"), "{e}");
+    }
+}
