@@ -4,11 +4,13 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use crypto_secretbox::aead::{Aead, KeyInit};
 use crypto_secretbox::XSalsa20Poly1305;
+use crypto_secretbox::aead::{Aead, KeyInit};
 use p256::ecdsa::signature::{Signer as _, Verifier as _};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
-use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use p256::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -52,7 +54,9 @@ pub enum KeyError {
     ScryptParams { n: u64, r: u32, p: u32 },
     #[error("wrong password or corrupted key (decryption failed)")]
     Decrypt,
-    #[error("not a PKCS#8 key: the decrypted key is a SEC1 \"EC PRIVATE KEY\"; re-import it as PKCS#8")]
+    #[error(
+        "not a PKCS#8 key: the decrypted key is a SEC1 \"EC PRIVATE KEY\"; re-import it as PKCS#8"
+    )]
     Sec1NotPkcs8,
     #[error("not a PKCS#8 key: {0}")]
     NotPkcs8(String),
@@ -180,7 +184,9 @@ impl PrivateKey {
             "EC PRIVATE KEY" => p256::SecretKey::from_sec1_der(&der)
                 .map(|k| Self { inner: k.into() })
                 .map_err(|_| {
-                    KeyError::UnsupportedKeyType("EC key on a curve other than P-256, or malformed".into())
+                    KeyError::UnsupportedKeyType(
+                        "EC key on a curve other than P-256, or malformed".into(),
+                    )
                 }),
             "RSA PRIVATE KEY" => Err(KeyError::UnsupportedKeyType("RSA".into())),
             other => Err(KeyError::WrongLabel {
@@ -249,8 +255,12 @@ impl PrivateKey {
             },
             ciphertext: B64.encode(ciphertext),
         };
-        let json = serde_json::to_vec(&env).map_err(|e| KeyError::MalformedEnvelope(e.to_string()))?;
-        Ok(Zeroizing::new(pem_encode(SIGSTORE_PRIVATE_KEY_LABEL, &json)))
+        let json =
+            serde_json::to_vec(&env).map_err(|e| KeyError::MalformedEnvelope(e.to_string()))?;
+        Ok(Zeroizing::new(pem_encode(
+            SIGSTORE_PRIVATE_KEY_LABEL,
+            &json,
+        )))
     }
 
     /// The matching public key.
@@ -338,7 +348,11 @@ fn decode_field(name: &str, value: &str) -> Result<Vec<u8>, KeyError> {
         .map_err(|_| KeyError::MalformedEnvelope(format!("{name} is not base64")))
 }
 
-fn derive_key(password: &[u8], salt: &[u8], p: &ScryptParams) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+fn derive_key(
+    password: &[u8],
+    salt: &[u8],
+    p: &ScryptParams,
+) -> Result<Zeroizing<[u8; 32]>, KeyError> {
     let out_of_bounds = || KeyError::ScryptParams {
         n: p.n,
         r: p.r,
@@ -348,7 +362,8 @@ fn derive_key(password: &[u8], salt: &[u8], p: &ScryptParams) -> Result<Zeroizin
         return Err(out_of_bounds());
     }
     let log_n = p.n.trailing_zeros() as u8;
-    if log_n > MAX_SCRYPT_LOG_N || p.r == 0 || p.r > MAX_SCRYPT_R || p.p == 0 || p.p > MAX_SCRYPT_P {
+    if log_n > MAX_SCRYPT_LOG_N || p.r == 0 || p.r > MAX_SCRYPT_R || p.p == 0 || p.p > MAX_SCRYPT_P
+    {
         return Err(out_of_bounds());
     }
     let params = scrypt::Params::new(log_n, p.r, p.p, 32).map_err(|_| out_of_bounds())?;
@@ -428,7 +443,10 @@ mod tests {
             Err(SignatureError::Mismatch)
         );
         let pubpem = key.public_key().to_pem();
-        assert_eq!(PublicKey::from_pem(pubpem.as_bytes()).unwrap(), key.public_key());
+        assert_eq!(
+            PublicKey::from_pem(pubpem.as_bytes()).unwrap(),
+            key.public_key()
+        );
     }
 
     #[test]
@@ -436,7 +454,12 @@ mod tests {
         let pem = PrivateKey::generate().to_encrypted_pem(b"").unwrap();
         let block = Pem::parse(pem.as_bytes()).unwrap();
         let json = String::from_utf8(block.der).unwrap();
-        assert!(json.starts_with(r#"{"kdf":{"name":"scrypt","params":{"N":65536,"r":8,"p":1},"salt":""#), "{json}");
+        assert!(
+            json.starts_with(
+                r#"{"kdf":{"name":"scrypt","params":{"N":65536,"r":8,"p":1},"salt":""#
+            ),
+            "{json}"
+        );
         assert!(json.contains(r#""cipher":{"name":"nacl/secretbox","nonce":""#));
     }
 

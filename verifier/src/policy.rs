@@ -183,11 +183,12 @@ impl Policy {
             for key in &mut rule.keys {
                 if !key.contains("-----BEGIN") {
                     let key_path = base.join(&*key);
-                    *key = std::fs::read_to_string(&key_path).map_err(|source| PolicyError::Key {
-                        path: path.to_owned(),
-                        key: key_path.display().to_string(),
-                        source,
-                    })?;
+                    *key =
+                        std::fs::read_to_string(&key_path).map_err(|source| PolicyError::Key {
+                            path: path.to_owned(),
+                            key: key_path.display().to_string(),
+                            source,
+                        })?;
                 }
             }
         }
@@ -215,7 +216,10 @@ impl Policy {
 impl PolicyFile {
     fn validate(&self) -> Result<(), String> {
         if self.version != 1 {
-            return Err(format!("version {} is not supported (only 1)", self.version));
+            return Err(format!(
+                "version {} is not supported (only 1)",
+                self.version
+            ));
         }
         for (i, rule) in self.trust.iter().enumerate() {
             if rule.repositories.is_empty() {
@@ -282,7 +286,9 @@ mod tests {
     #[test]
     fn bad_policies_are_refused_with_the_field() {
         let p = Path::new("p.toml");
-        let e = Policy::from_toml("[ebpf]\nmax_instrs = 1\n", p).unwrap_err().to_string();
+        let e = Policy::from_toml("[ebpf]\nmax_instrs = 1\n", p)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("p.toml") && e.contains("max_instrs"), "{e}");
         let e = Policy::from_toml("[[trust]]\nrepositories = [\"x/*\"]\n", p)
             .unwrap_err()
