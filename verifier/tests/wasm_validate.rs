@@ -1,0 +1,177 @@
+//! The WASM validator on modules compiled from testdata/wasm/*.wat.
+
+use std::path::Path;
+
+use bpfship_verifier::policy::WasmRules;
+use bpfship_verifier::wasm::{WasmError, WasmKind, check_policy, inspect};
+
+fn wasm(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../testdata/wasm/{name}.wat"));
+    wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn serial_verdict(bytes: &[u8], rules: &WasmRules) -> bool {
+    let features = bpfship_verifier::wasm::features_for(rules).unwrap();
+    wasmparser::Validator::new_with_features(features)
+        .validate_all(bytes)
+        .is_ok()
+}
+
+#[test]
+fn valid_handler_findings() {
+    let r = inspect(&wasm("handler"), &WasmRules::default()).unwrap();
+    assert!(r.valid, "{:?}", r.error);
+    assert_eq!(r.kind, WasmKind::Module);
+    assert_eq!(r.imports.len(), 1);
+    assert_eq!(
+        (
+            r.imports[0].module.as_str(),
+            r.imports[0].name.as_str(),
+            r.imports[0].kind.as_str()
+        ),
+        ("bpfship_host", "log", "func")
+    );
+    assert!(
+        r.exports
+            .iter()
+            .any(|e| e.name == "handle_event" && e.kind == "func")
+    );
+    assert_eq!(
+        (r.memories[0].initial_pages, r.memories[0].maximum_pages),
+        (1, Some(16))
+    );
+    assert_eq!(r.functions, 1);
+}
+
+#[test]
+fn invalid_module_names_the_offset() {
+    let r = inspect(&wasm("invalid"), &WasmRules::default()).unwrap();
+    assert!(!r.valid);
+    let e = r.error.unwrap();
+    assert!(
+        e.contains("type mismatch") && e.contains("offset 0x"),
+        "{e}"
+    );
+}
+
+#[test]
+fn threads_only_when_the_policy_opts_in() {
+    let bytes = wasm("threads");
+    let r = inspect(&bytes, &WasmRules::default()).unwrap();
+    assert!(!r.valid, "threads must be refused by default");
+    let allow = WasmRules {
+        allow_features: vec!["threads".into()],
+        ..Default::default()
+    };
+    assert!(inspect(&bytes, &allow).unwrap().valid);
+    let bogus = WasmRules {
+        allow_features: vec!["everything".into()],
+        ..Default::default()
+    };
+    assert_eq!(
+        inspect(&bytes, &bogus).unwrap_err(),
+        WasmError::UnknownFeature("everything".into())
+    );
+}
+
+#[test]
+fn component_is_recognised() {
+    let r = inspect(&wasm("component"), &WasmRules::default()).unwrap();
+    assert!(r.valid, "{:?}", r.error);
+    assert_eq!(r.kind, WasmKind::Component);
+    assert!(r.exports.iter().any(|e| e.name == "run"));
+}
+
+#[test]
+fn policy_rules() {
+    let rules = WasmRules {
+        restrict_imports: true,
+        allowed_imports: vec!["bpfship_host::*".into()],
+        max_memory_pages: Some(256),
+        required_exports: vec!["handle_event".into()],
+        ..Default::default()
+    };
+    let ok = inspect(&wasm("handler"), &rules).unwrap();
+    assert!(check_policy(&rules, &ok).is_empty());
+    let v = check_policy(&rules, &inspect(&wasm("forbidden_import"), &rules).unwrap());
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].rule, "wasm.allowed_imports");
+    assert!(v[0].message.contains("wasi_snapshot_preview1::sock_open"));
+    let v = check_policy(&rules, &inspect(&wasm("oversized_memory"), &rules).unwrap());
+    assert_eq!(v[0].rule, "wasm.max_memory_pages");
+    let v = check_policy(&rules, &inspect(&wasm("component"), &rules).unwrap());
+    assert!(v.iter().any(|v| v.rule == "wasm.required_exports"));
+}
+
+#[test]
+fn not_wasm() {
+    assert_eq!(
+        inspect(b"\x7fELF....", &WasmRules::default()).unwrap_err(),
+        WasmError::NotWasm
+    );
+}
+
+/// xorshift64*, fixed seed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+#[test]
+fn mutations_never_panic_and_match_serial_validation() {
+    let rules = WasmRules::default();
+    let mut rng = Rng(0x0a5d_5eed);
+    let mut cases = 0;
+    for name in [
+        "handler",
+        "invalid",
+        "forbidden_import",
+        "oversized_memory",
+        "threads",
+        "component",
+    ] {
+        let orig = wasm(name);
+        for _ in 0..800 {
+            let mut b = orig.clone();
+            match rng.below(4) {
+                0 => {
+                    let i = 8 + rng.below(b.len() - 8);
+                    b[i] ^= 1 << rng.below(8);
+                }
+                1 => b.truncate(8 + rng.below(b.len() - 8)),
+                2 => {
+                    // forge a LEB128 length: 5-byte maximal varint
+                    let i = 8 + rng.below(b.len() - 8);
+                    let forged = [0xff, 0xff, 0xff, 0xff, 0x0f];
+                    for (k, byte) in forged.iter().enumerate() {
+                        if let Some(x) = b.get_mut(i + k) {
+                            *x = *byte;
+                        }
+                    }
+                }
+                _ => {
+                    let i = 8 + rng.below(b.len() - 8);
+                    b[i] = rng.next() as u8;
+                }
+            }
+            let r = std::panic::catch_unwind(|| inspect(&b, &rules))
+                .unwrap_or_else(|_| panic!("inspect panicked on a mutation of {name}: {b:02x?}"))
+                .unwrap();
+            assert_eq!(
+                r.valid,
+                serial_verdict(&b, &rules),
+                "verdict differs from serial validation on {b:02x?}"
+            );
+            cases += 1;
+        }
+    }
+    eprintln!("{cases} WASM mutations: no panic, verdicts equal serial validation");
+}
