@@ -254,10 +254,10 @@ fn validate_bodies(bodies: Vec<FuncJob<'_>>) -> Option<(u64, String)> {
         let mut first: Option<(u64, String)> = None;
         for (func, body) in chunk {
             let mut v = func.into_validator(allocs);
-            if let Err(e) = v.validate(&body) {
-                if first.as_ref().is_none_or(|f| e.offset() < f.0) {
-                    first = Some((e.offset(), e.message().to_owned()));
-                }
+            if let Err(e) = v.validate(&body)
+                && first.as_ref().is_none_or(|f| e.offset() < f.0)
+            {
+                first = Some((e.offset(), e.message().to_owned()));
             }
             allocs = v.into_allocations();
         }

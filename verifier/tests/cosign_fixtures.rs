@@ -57,7 +57,8 @@ fn cosign_made_keys_decrypt_to_their_public_keys() {
 
 #[test]
 fn bad_keys_are_rejected_with_their_reason() {
-    let cases: [(&str, &str, fn(&KeyError) -> bool); 6] = [
+    type Expect = fn(&KeyError) -> bool;
+    let cases: [(&str, &str, Expect); 6] = [
         ("keys/pemcosigneckey.pem", "hello", |e| {
             *e == KeyError::Sec1NotPkcs8
         }),

@@ -566,14 +566,14 @@ fn collect_programs(sections: &[Section], symbols: &[Symbol], report: &mut EbpfR
             };
             let mut code = scan(body);
             let mut instructions = body.len() as u64 / 8;
-            if code.calls_subprograms {
-                if let Some((text_code, text_insns)) = &text_scan {
-                    code.helpers.extend(text_code.helpers.iter().cloned());
-                    code.kfunc_calls += text_code.kfunc_calls;
-                    code.unknown_helper_ids
-                        .extend(text_code.unknown_helper_ids.iter().copied());
-                    instructions += text_insns;
-                }
+            if code.calls_subprograms
+                && let Some((text_code, text_insns)) = &text_scan
+            {
+                code.helpers.extend(text_code.helpers.iter().cloned());
+                code.kfunc_calls += text_code.kfunc_calls;
+                code.unknown_helper_ids
+                    .extend(text_code.unknown_helper_ids.iter().copied());
+                instructions += text_insns;
             }
             for id in &code.unknown_helper_ids {
                 report.push(
@@ -660,16 +660,16 @@ pub fn check_policy(rules: &EbpfRules, report: &EbpfReport) -> Vec<Violation> {
                 });
             }
         }
-        if let Some(max) = rules.max_instructions {
-            if p.instructions > max {
-                out.push(Violation {
-                    rule: "ebpf.max_instructions".into(),
-                    message: format!(
-                        "program {} has {} instructions, more than the {max} allowed",
-                        p.name, p.instructions
-                    ),
-                });
-            }
+        if let Some(max) = rules.max_instructions
+            && p.instructions > max
+        {
+            out.push(Violation {
+                rule: "ebpf.max_instructions".into(),
+                message: format!(
+                    "program {} has {} instructions, more than the {max} allowed",
+                    p.name, p.instructions
+                ),
+            });
         }
     }
     if rules.require_btf && !report.btf {
