@@ -50,15 +50,14 @@ impl Reference {
             Some(i) if !rest[i + 1..].contains('/') => (&rest[..i], Some(rest[i + 1..].to_owned())),
             _ => (rest, None),
         };
-        if let Some(t) = &tag {
-            if t.is_empty()
+        if let Some(t) = &tag
+            && (t.is_empty()
                 || t.len() > 128
                 || !t
                     .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-            {
-                return Err(err("tag must be 1-128 of [A-Za-z0-9._-]"));
-            }
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
+        {
+            return Err(err("tag must be 1-128 of [A-Za-z0-9._-]"));
         }
         let (registry, repository) = match name.split_once('/') {
             Some((host, path))
