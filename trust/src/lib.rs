@@ -1,0 +1,8 @@
+//! bpfship-trust: the decisions bpfship makes over a registry, shared by the CLI and the agent.
+//! Inspect and package an artifact ([`content`]), sign what a registry holds by digest
+//! ([`sign`]), and verify signatures and policy by digest before any content is used
+//! ([`verify`]).
+
+pub mod content;
+pub mod sign;
+pub mod verify;

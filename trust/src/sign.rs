@@ -1,0 +1,86 @@
+//! Signing what a registry holds, by digest: cosign's legacy simple-signing signature and a
+//! sigstore v0.3 bundle referrer, as `cosign sign --key` writes them.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use bpfship_registry::signatures::{push_bundle, push_legacy};
+use bpfship_registry::{Client, Descriptor, Reference, RegistryError};
+use bpfship_verifier::bundle::{self, BundleError};
+use bpfship_verifier::keys::PrivateKey;
+use bpfship_verifier::signature::simple_signing_payload;
+use serde::Serialize;
+
+/// Which signature layouts to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureFormat {
+    /// The `sha256-<hex>.sig` tag (cosign ≤ 2; read by skopeo, policy-controller, Kyverno).
+    Legacy,
+    /// A sigstore bundle v0.3 referrer (cosign 3).
+    Bundle,
+    /// Both (the default).
+    Both,
+}
+
+/// What signing wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct Signed {
+    /// `repo@sha256:…`: what was signed.
+    pub reference: String,
+    pub digest: String,
+    pub key_hint: String,
+    /// The `.sig` manifest written, if any.
+    pub legacy: Option<String>,
+    /// The bundle referrer manifest written, if any.
+    pub bundle: Option<String>,
+}
+
+/// Why signing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+}
+
+/// Signs the manifest `subject` (already resolved: never a tag) in `repo`.
+pub fn sign_descriptor(
+    client: &Client,
+    repo: &Reference,
+    subject: &Descriptor,
+    key: &PrivateKey,
+    format: SignatureFormat,
+) -> Result<Signed, SignError> {
+    let mut out = Signed {
+        reference: format!("{}@{}", repo.repository_path(), subject.digest),
+        digest: subject.digest.clone(),
+        key_hint: key.public_key().hint(),
+        legacy: None,
+        bundle: None,
+    };
+    if matches!(format, SignatureFormat::Legacy | SignatureFormat::Both) {
+        let payload = simple_signing_payload(&repo.repository_path(), &subject.digest);
+        let signature = B64.encode(key.sign(&payload));
+        out.legacy = Some(push_legacy(client, repo, &subject.digest, &payload, &signature)?.digest);
+    }
+    if matches!(format, SignatureFormat::Bundle | SignatureFormat::Both) {
+        let b = bundle::sign_image(key, &subject.digest)?;
+        out.bundle = Some(
+            push_bundle(client, repo, subject, &b.to_json(), Some(bundle::COSIGN_SIGN_PREDICATE))?.digest,
+        );
+    }
+    tracing::info!(reference = %out.reference, "signed");
+    Ok(out)
+}
+
+/// Resolves `reference` once and signs the digest it names.
+pub fn sign(
+    client: &Client,
+    reference: &Reference,
+    key: &PrivateKey,
+    format: SignatureFormat,
+) -> Result<Signed, SignError> {
+    let subject = client.resolve(reference)?;
+    sign_descriptor(client, reference, &subject, key, format)
+}
