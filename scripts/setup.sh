@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(clang llvm libbpf-dev linux-libc-dev bpftool docker-registry skopeo wabt iproute2
-          openssl apache2-utils nodejs npm procps)
+          openssl apache2-utils curl python3 nodejs npm procps)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

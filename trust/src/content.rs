@@ -47,9 +47,17 @@ impl Inspection {
                     None => d.message.clone(),
                 })
                 .collect(),
-            Findings::Wasm(r) => r.error.iter().map(|e| format!("invalid WASM: {e}")).collect(),
+            Findings::Wasm(r) => r
+                .error
+                .iter()
+                .map(|e| format!("invalid WASM: {e}"))
+                .collect(),
         };
-        out.extend(self.violations.iter().map(|v| format!("policy {}: {}", v.rule, v.message)));
+        out.extend(
+            self.violations
+                .iter()
+                .map(|v| format!("policy {}: {}", v.rule, v.message)),
+        );
         out
     }
 }
@@ -138,20 +146,45 @@ pub fn package(
             let listing: Vec<String> = r
                 .programs
                 .iter()
-                .map(|p| format!("{}:{}", p.name, p.program_type.as_deref().unwrap_or("unknown")))
+                .map(|p| {
+                    format!(
+                        "{}:{}",
+                        p.name,
+                        p.program_type.as_deref().unwrap_or("unknown")
+                    )
+                })
                 .collect();
             annotations.insert("dev.bpfship.elf.sha256".into(), r.elf_sha256.clone());
             annotations.insert("dev.bpfship.programs".into(), listing.join(","));
             annotations.insert("dev.bpfship.maps.abi".into(), ebpf::map_abi_hash(r));
             annotations.insert("dev.bpfship.btf".into(), r.btf.to_string());
-            annotations.insert("dev.bpfship.core.relocations".into(), r.core_relocations.to_string());
-            annotations.insert("org.opencontainers.image.title".into(), file_name.to_owned());
-            Ok(artifact::package_ebpf(file_name, bytes, &programs, &maps, annotations)?)
+            annotations.insert(
+                "dev.bpfship.core.relocations".into(),
+                r.core_relocations.to_string(),
+            );
+            annotations.insert(
+                "org.opencontainers.image.title".into(),
+                file_name.to_owned(),
+            );
+            Ok(artifact::package_ebpf(
+                file_name,
+                bytes,
+                &programs,
+                &maps,
+                annotations,
+            )?)
         }
         Findings::Wasm(r) => {
             annotations.insert("dev.bpfship.wasm.sha256".into(), r.sha256.clone());
-            annotations.insert("org.opencontainers.image.title".into(), file_name.to_owned());
-            Ok(artifact::package_wasm(bytes, r.kind == WasmKind::Component, annotations))
+            annotations.insert(
+                "org.opencontainers.image.title".into(),
+                file_name.to_owned(),
+            );
+            Ok(artifact::package_wasm(
+                bytes,
+                r.kind == WasmKind::Component,
+                annotations,
+            ))
         }
     }
 }

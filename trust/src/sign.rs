@@ -67,7 +67,14 @@ pub fn sign_descriptor(
     if matches!(format, SignatureFormat::Bundle | SignatureFormat::Both) {
         let b = bundle::sign_image(key, &subject.digest)?;
         out.bundle = Some(
-            push_bundle(client, repo, subject, &b.to_json(), Some(bundle::COSIGN_SIGN_PREDICATE))?.digest,
+            push_bundle(
+                client,
+                repo,
+                subject,
+                &b.to_json(),
+                Some(bundle::COSIGN_SIGN_PREDICATE),
+            )?
+            .digest,
         );
     }
     tracing::info!(reference = %out.reference, "signed");

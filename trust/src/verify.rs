@@ -63,16 +63,23 @@ pub struct VerifiedContent {
 pub enum VerifyError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    #[error("no key to verify with: pass --key, or a policy whose [[trust]] names keys for this repository")]
+    #[error(
+        "no key to verify with: pass --key, or a policy whose [[trust]] names keys for this repository"
+    )]
     NoKeys,
     #[error("{repository}: no [[trust]] rule in the policy matches this repository; refusing it")]
     Untrusted { repository: String },
     #[error("policy trust key: {0}")]
     PolicyKey(KeyError),
-    #[error("{reference}: no signatures found (neither a {tag} tag nor a sigstore bundle referrer); unsigned artifacts are refused")]
+    #[error(
+        "{reference}: no signatures found (neither a {tag} tag nor a sigstore bundle referrer); unsigned artifacts are refused"
+    )]
     Unsigned { reference: String, tag: String },
     #[error("{reference}: no valid signature: {}", reasons.join("; "))]
-    NoValidSignature { reference: String, reasons: Vec<String> },
+    NoValidSignature {
+        reference: String,
+        reasons: Vec<String>,
+    },
     #[error("{reference}: not a single-manifest artifact: {message}")]
     NotArtifact { reference: String, message: String },
     #[error("{reference}: {source}")]
@@ -86,20 +93,28 @@ pub enum VerifyError {
         source: ContentError,
     },
     #[error("{reference}: refused: {}", reasons.join("; "))]
-    Refused { reference: String, reasons: Vec<String> },
+    Refused {
+        reference: String,
+        reasons: Vec<String>,
+    },
 }
 
 /// The keys that count for `repo`, and whether unsigned is allowed there.
-fn trusted_keys(repo: &Reference, trust: TrustSource) -> Result<(Vec<PublicKey>, bool), VerifyError> {
+fn trusted_keys(
+    repo: &Reference,
+    trust: TrustSource,
+) -> Result<(Vec<PublicKey>, bool), VerifyError> {
     if !trust.keys.is_empty() {
         return Ok((trust.keys.to_vec(), false));
     }
     let Some(policy) = trust.policy else {
         return Err(VerifyError::NoKeys);
     };
-    let rule = policy.trust_for(&repo.repository_path()).ok_or_else(|| VerifyError::Untrusted {
-        repository: repo.repository_path(),
-    })?;
+    let rule = policy
+        .trust_for(&repo.repository_path())
+        .ok_or_else(|| VerifyError::Untrusted {
+            repository: repo.repository_path(),
+        })?;
     let keys = rule
         .keys
         .iter()
@@ -109,10 +124,21 @@ fn trusted_keys(repo: &Reference, trust: TrustSource) -> Result<(Vec<PublicKey>,
 }
 
 /// Resolves `reference` once and verifies the manifest it names by digest.
-pub fn verify(client: &Client, reference: &Reference, trust: TrustSource) -> Result<Verified, VerifyError> {
+pub fn verify(
+    client: &Client,
+    reference: &Reference,
+    trust: TrustSource,
+) -> Result<Verified, VerifyError> {
     let (keys, allow_unsigned) = trusted_keys(reference, trust)?;
     let descriptor = client.resolve(reference)?;
-    verify_digest(client, reference, &descriptor, &keys, allow_unsigned, trust.policy)
+    verify_digest(
+        client,
+        reference,
+        &descriptor,
+        &keys,
+        allow_unsigned,
+        trust.policy,
+    )
 }
 
 fn verify_digest(
@@ -211,7 +237,11 @@ fn verify_digest(
 
 /// Fetches a verified artifact's content by digest (each blob checked) and applies the policy's
 /// eBPF/WASM rules: refused content is an error naming each reason.
-pub fn fetch_content(client: &Client, verified: &Verified, policy: Option<&Policy>) -> Result<VerifiedContent, VerifyError> {
+pub fn fetch_content(
+    client: &Client,
+    verified: &Verified,
+    policy: Option<&Policy>,
+) -> Result<VerifiedContent, VerifyError> {
     let at = |source| VerifyError::Artifact {
         reference: verified.reference.clone(),
         source,

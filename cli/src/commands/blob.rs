@@ -1,0 +1,110 @@
+//! `sign-blob` and `verify-blob`: cosign's blob formats (base64 signature; v0.3 bundle with
+//! `messageSignature`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use bpfship_verifier::bundle::{self, Bundle};
+
+use crate::exit::{CmdResult, Failure};
+use crate::output::{OutputFormat, print_json};
+
+#[derive(clap::Args)]
+pub struct SignArgs {
+    /// Private key: a file, or env://VAR.
+    #[arg(long)]
+    key: String,
+    /// Also write a sigstore bundle (v0.3) here.
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+    /// Also write the base64 signature here.
+    #[arg(long)]
+    output_signature: Option<PathBuf>,
+    /// The file to sign.
+    file: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    /// Public key: a file, or env://VAR.
+    #[arg(long)]
+    key: String,
+    /// A sigstore bundle made by `sign-blob --bundle` (or cosign's).
+    #[arg(
+        long,
+        conflicts_with = "signature",
+        required_unless_present = "signature"
+    )]
+    bundle: Option<PathBuf>,
+    /// The base64 signature: a file holding it, or the text itself.
+    #[arg(long)]
+    signature: Option<String>,
+    /// The file whose signature to check.
+    file: PathBuf,
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+pub fn sign(args: SignArgs, out: OutputFormat) -> CmdResult {
+    let blob = read(&args.file)?;
+    let key = crate::keys::private_key(&args.key)?;
+    let b = bundle::sign_blob(&key, &blob);
+    let signature = b
+        .message_signature
+        .as_ref()
+        .map(|m| m.signature.clone())
+        .unwrap_or_default();
+    if let Some(path) = &args.bundle {
+        std::fs::write(path, b.to_json())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.output_signature {
+        std::fs::write(path, &signature)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    match out {
+        OutputFormat::Json => print_json(&serde_json::json!({
+            "file": args.file,
+            "signature": signature,
+            "bundle": args.bundle,
+            "key_hint": key.public_key().hint(),
+        }))?,
+        _ => println!("{signature}"),
+    }
+    Ok(())
+}
+
+pub fn verify(args: VerifyArgs, out: OutputFormat) -> CmdResult {
+    let blob = read(&args.file)?;
+    let key = crate::keys::public_key(&args.key)?;
+    let file = args.file.display().to_string();
+    let (kind, digest) = if let Some(path) = &args.bundle {
+        let b =
+            Bundle::parse(&read(path)?).with_context(|| format!("bundle {}", path.display()))?;
+        let v = b.verify_blob(&key, &blob).map_err(|e| {
+            Failure::Rejected(anyhow::anyhow!("{file}: bundle {}: {e}", path.display()))
+        })?;
+        ("bundle", v.digest)
+    } else {
+        let arg = args.signature.as_deref().unwrap_or_default();
+        let text = match std::fs::read_to_string(arg) {
+            Ok(t) => t,
+            Err(_) if B64.decode(arg.trim()).is_ok() => arg.to_owned(),
+            Err(e) => return Err(anyhow::anyhow!("cannot read signature {arg}: {e}").into()),
+        };
+        key.verify_base64(&blob, &text)
+            .map_err(|e| Failure::Rejected(anyhow::anyhow!("{file}: {e}")))?;
+        ("signature", bpfship_verifier::digest::sha256_digest(&blob))
+    };
+    match out {
+        OutputFormat::Json => print_json(&serde_json::json!({
+            "file": args.file, "verified": true, "digest": digest, "with": kind, "key_hint": key.hint(),
+        }))?,
+        _ => println!("Verified OK: {file} ({digest}, {kind}, key {})", key.hint()),
+    }
+    Ok(())
+}

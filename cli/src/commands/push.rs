@@ -1,0 +1,115 @@
+//! `push FILE REF`: validate (refusing what fails), package, push, and sign with `--key`.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use bpfship_registry::manifest::OCI_MANIFEST;
+use bpfship_trust::content::{inspect, package};
+use bpfship_trust::sign::{SignatureFormat, sign_descriptor};
+use bpfship_verifier::policy::Policy;
+
+use crate::exit::{CmdResult, Failure};
+use crate::output::{OutputFormat, print_json};
+use crate::registry_args::{RegistryArgs, reference};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// eBPF ELF object or WASM module.
+    file: PathBuf,
+    /// Destination, registry/repository:tag.
+    reference: String,
+    /// Sign the pushed artifact with this private key (a file, or env://VAR).
+    #[arg(long)]
+    key: Option<String>,
+    /// Policy whose eBPF/WASM rules must pass before anything is pushed.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Signature layouts to write with --key.
+    #[arg(long, value_enum, default_value_t = crate::commands::sign::Format::Both)]
+    signature_format: crate::commands::sign::Format,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+pub fn run(args: Args, out: OutputFormat) -> CmdResult {
+    let target = reference(&args.reference)?;
+    let tag = match (&target.tag, &target.digest) {
+        (Some(t), None) => t.clone(),
+        (None, None) => "latest".to_string(),
+        _ => {
+            return Err(
+                anyhow::anyhow!("{}: push needs a tag, not a digest", args.reference).into(),
+            );
+        }
+    };
+    let policy = args.policy.as_deref().map(Policy::load).transpose()?;
+    let bytes = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let file = args.file.display().to_string();
+    let inspection = inspect(&bytes, policy.as_ref()).with_context(|| file.clone())?;
+    if !inspection.is_valid() {
+        return Err(Failure::Rejected(anyhow::anyhow!(
+            "{file}: refused, nothing pushed: {}",
+            inspection.refusals().join("; ")
+        )));
+    }
+    // Decrypt the key before pushing: a wrong password must not leave an unsigned artifact behind.
+    let key = args
+        .key
+        .as_deref()
+        .map(crate::keys::private_key)
+        .transpose()?;
+    let file_name = args
+        .file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| bpfship_trust::verify::is_plain_file_name(n))
+        .unwrap_or("artifact")
+        .to_owned();
+    let packaged = package(&file_name, &bytes, &inspection, policy.as_ref())?;
+    let client = args.registry.client()?;
+    client.push_blob(&target, &packaged.config_media_type, &packaged.config)?;
+    client.push_blob(&target, &packaged.layer_media_type, &packaged.layer)?;
+    let descriptor =
+        client.push_manifest(&target, &tag, OCI_MANIFEST, &packaged.manifest.to_bytes())?;
+    let pinned = format!("{}@{}", target.repository_path(), descriptor.digest);
+    let signed = match &key {
+        Some(k) => Some(sign_descriptor(
+            &client,
+            &target,
+            &descriptor,
+            k,
+            SignatureFormat::from(args.signature_format),
+        )?),
+        None => None,
+    };
+    match out {
+        OutputFormat::Json => print_json(&serde_json::json!({
+            "reference": pinned,
+            "tag": format!("{}:{tag}", target.repository_path()),
+            "digest": descriptor.digest,
+            "kind": packaged.kind,
+            "size": bytes.len(),
+            "signed": signed,
+        }))?,
+        _ => {
+            if let Some(s) = &signed {
+                eprintln!(
+                    "Signed {} with key {} ({})",
+                    s.digest,
+                    s.key_hint,
+                    [
+                        s.legacy.as_ref().map(|_| "legacy .sig"),
+                        s.bundle.as_ref().map(|_| "bundle referrer")
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" + ")
+                );
+            }
+            println!("{pinned}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! Registry access flags shared by the commands that talk to a registry.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use bpfship_registry::auth::Credentials;
+use bpfship_registry::{Client, ClientOptions, Reference};
+
+/// How to reach the registry.
+#[derive(clap::Args, Debug)]
+pub struct RegistryArgs {
+    /// Reach this registry (host[:port]) over plain HTTP. Loopback addresses need no flag.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    insecure_registries: Vec<String>,
+    /// Registry user name; the password is read from standard input (--password-stdin).
+    #[arg(long, requires = "password_stdin")]
+    username: Option<String>,
+    /// Read the registry password (or token) from standard input.
+    #[arg(long, requires = "username")]
+    password_stdin: bool,
+    /// Extra CA certificate (PEM) to trust for the registry's TLS.
+    #[arg(long = "registry-cacert", value_name = "FILE")]
+    ca_certificates: Vec<PathBuf>,
+}
+
+impl RegistryArgs {
+    /// A client configured from the flags (credentials otherwise from the docker config).
+    pub fn client(&self) -> anyhow::Result<Client> {
+        let credentials = match &self.username {
+            Some(u) if self.password_stdin => {
+                let mut p = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut p)
+                    .context("reading the password from standard input")?;
+                Some(Credentials {
+                    username: u.clone(),
+                    password: p.trim_end_matches(['\n', '\r']).to_owned(),
+                })
+            }
+            _ => None,
+        };
+        let ca_certificates = self
+            .ca_certificates
+            .iter()
+            .map(|p| {
+                std::fs::read(p)
+                    .with_context(|| format!("cannot read CA certificate {}", p.display()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Client::new(ClientOptions {
+            insecure_registries: self.insecure_registries.clone(),
+            credentials,
+            ca_certificates,
+        })?)
+    }
+}
+
+/// Parses a reference argument.
+pub fn reference(arg: &str) -> anyhow::Result<Reference> {
+    Ok(Reference::parse(arg)?)
+}
