@@ -1,0 +1,33 @@
+# Shared helpers for the bench scripts (sourced). Timing: best (minimum) wall time of N runs, in
+# seconds, measured with bash's EPOCHREALTIME; hyperfine is not needed.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache=$root/target/bench-cache
+mkdir -p "$cache"
+bin=$root/target/release/bpfship
+
+build_release() {
+  (cd "$root" && cargo build --release --locked -p bpfship >&2)
+}
+
+# now: seconds since the epoch with microseconds.
+now() { echo "$EPOCHREALTIME"; }
+
+# best_of N CMD...: runs CMD N times (stdout/stderr discarded), prints the minimum wall time in
+# seconds. Fails when CMD fails.
+best_of() {
+  local n=$1; shift
+  local best="" t0 t1 dt
+  for ((i = 0; i < n; i++)); do
+    t0=$EPOCHREALTIME
+    "$@" >/dev/null 2>&1 || { echo "bench: command failed: $*" >&2; "$@" >&2 || true; return 1; }
+    t1=$EPOCHREALTIME
+    dt=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.6f", b-a}')
+    if [ -z "$best" ] || awk -v a="$dt" -v b="$best" 'BEGIN{exit !(a<b)}'; then best=$dt; fi
+  done
+  echo "$best"
+}
+
+# calc EXPR: floating-point arithmetic with awk.
+calc() { awk "BEGIN{printf \"%s\", $1}"; }
+fmt() { awk -v v="$1" -v p="${2:-3}" 'BEGIN{printf "%.*f", p, v}'; }

