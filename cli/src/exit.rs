@@ -12,6 +12,9 @@ pub enum Failure {
     Rejected(anyhow::Error),
     /// Usage, I/O, network or environment error: exit 2.
     Error(anyhow::Error),
+    /// A failure whose machine-readable result (JSON or SARIF) the command already printed on
+    /// stdout: only the stderr line is left to print, so stdout stays one document.
+    Reported(Box<Failure>),
 }
 
 impl<E: Into<anyhow::Error>> From<E> for Failure {
@@ -23,12 +26,17 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 impl Failure {
     /// Prints the error (one line with its causes, or a JSON object) and returns the exit code.
     pub fn report(self, out: OutputFormat) -> ExitCode {
-        let (code, err, kind) = match self {
+        let (inner, printed) = match self {
+            Failure::Reported(inner) => (*inner, true),
+            other => (other, false),
+        };
+        let (code, err, kind) = match inner {
             Failure::Rejected(e) => (1, e, "rejected"),
             Failure::Error(e) => (2, e, "error"),
+            Failure::Reported(inner) => return inner.report(out),
         };
         let message = format!("{err:#}");
-        if out == OutputFormat::Json {
+        if out == OutputFormat::Json && !printed {
             let v = serde_json::json!({ "ok": false, "kind": kind, "error": message });
             println!("{v}");
         }
