@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds every testdata/ebpf/*.c into OUTDIR/<name>.o with clang (-target bpf, -O2, -g; files
-# named nobtf_* without -g). Also builds big-endian xdp_pass as OUTDIR/bigendian_xdp.o.
+# named nobtf_* without -g). Also builds big-endian xdp_pass as OUTDIR/bigendian_xdp.o, and the
+# agent's test versions from testdata/agent into OUTDIR/agent/<name>.o.
 set -euo pipefail
 out=${1:?usage: build-ebpf.sh OUTDIR}
 src=$(cd "$(dirname "$0")/ebpf" && pwd)
@@ -20,3 +21,19 @@ if [ ! -e "$out/bigendian_xdp.o" ]; then
   clang -O2 -g -target bpfeb "${inc[@]}" -c "$src/xdp_pass.c" -o "$out/bigendian_xdp.o.tmp"
   mv "$out/bigendian_xdp.o.tmp" "$out/bigendian_xdp.o"
 fi
+
+# The agent's versions: name:source:flags.
+agent=(v1:version:"-DVERSION=1" v2:version:"-DVERSION=2" v3_abort:version:"-DVERSION=3 -DBEHAVIOUR=1"
+       v3_drop:version:"-DVERSION=3 -DBEHAVIOUR=2" v3_counter:version:"-DVERSION=3 -DBEHAVIOUR=3"
+       v4:version:"-DVERSION=4" v5_reject:version:"-DVERSION=5 -DBEHAVIOUR=4" v6:version:"-DVERSION=6"
+       tp1:events:"-DVERSION=1" tp2:events:"-DVERSION=2")
+asrc=$(cd "$(dirname "$0")/agent" && pwd)
+mkdir -p "$out/agent"
+for spec in "${agent[@]}"; do
+  IFS=: read -r name source defs <<<"$spec"
+  if [ ! -e "$out/agent/$name.o" ] || [ "$asrc/$source.c" -nt "$out/agent/$name.o" ]; then
+    # shellcheck disable=SC2086
+    clang -O2 -g -target bpf "${inc[@]}" $defs -c "$asrc/$source.c" -o "$out/agent/$name.o.tmp"
+    mv "$out/agent/$name.o.tmp" "$out/agent/$name.o"
+  fi
+done

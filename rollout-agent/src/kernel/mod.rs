@@ -1,0 +1,345 @@
+//! Everything the agent does in the kernel: load a version (aya), the canary dispatcher, hook
+//! links (XDP, tcx, tracepoints), pins, statistics. No policy and no network here.
+
+pub mod asm;
+pub mod dispatcher;
+pub mod sys;
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+pub use dispatcher::{DispatchConfig, Dispatcher, HookKind, SlotCounters, SplitMode};
+
+/// A kernel-side failure, with what the agent was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error(transparent)]
+    Sys(#[from] sys::SysError),
+    #[error(transparent)]
+    DispatcherRejected(#[from] sys::ProgLoadError),
+    #[error("the kernel verifier rejected program {program}: {reason}")]
+    VerifierRejected {
+        program: String,
+        reason: String,
+        verifier_log: String,
+    },
+    #[error("cannot load the object: {0}")]
+    Object(String),
+    #[error("program {0} is not in the object")]
+    NoSuchProgram(String),
+    #[error("program {program} is a {found} program; the hook needs {expected}")]
+    WrongProgramType {
+        program: String,
+        found: String,
+        expected: String,
+    },
+    #[error("interface {0} does not exist")]
+    NoSuchInterface(String),
+    #[error("tracepoint {0} does not exist (is tracefs mounted at /sys/kernel/tracing?)")]
+    NoSuchTracepoint(String),
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+impl KernelError {
+    /// The verifier's log when this failure is a verifier rejection.
+    pub fn verifier_log(&self) -> Option<&str> {
+        match self {
+            KernelError::VerifierRejected { verifier_log, .. } => Some(verifier_log),
+            KernelError::DispatcherRejected(e) => Some(&e.verifier_log),
+            _ => None,
+        }
+    }
+}
+
+/// One version's program, loaded and verified by the kernel, not attached.
+#[derive(Debug)]
+pub struct LoadedProgram {
+    pub fd: OwnedFd,
+    pub id: u32,
+}
+
+impl LoadedProgram {
+    /// Opens a program pinned at `path`.
+    pub fn open_pinned(path: &Path) -> Result<Self, KernelError> {
+        let fd = sys::obj_get(path)?;
+        let id = sys::prog_info(&fd)?.id;
+        Ok(LoadedProgram { fd, id })
+    }
+
+    /// Pins the program at `path` (replacing nothing: the path must be free).
+    pub fn pin(&self, path: &Path) -> Result<(), KernelError> {
+        Ok(sys::obj_pin(&self.fd, path)?)
+    }
+
+    /// Kernel statistics for the program (meaningful while stats are enabled).
+    pub fn info(&self) -> Result<sys::ProgInfo, KernelError> {
+        Ok(sys::prog_info(&self.fd)?)
+    }
+}
+
+/// Loads `program` from an ELF object through the kernel verifier, with the object's pinned-by-
+/// name maps in `map_pin_dir` (never the global bpffs root). The object must already have been
+/// checked by the validator: aya-obj is not safe on arbitrary bytes, and a panic in it is caught
+/// here and reported as an error.
+pub fn load_program(
+    elf: &[u8],
+    program: &str,
+    kind: HookKind,
+    map_pin_dir: &Path,
+) -> Result<LoadedProgram, KernelError> {
+    std::fs::create_dir_all(map_pin_dir).map_err(|e| KernelError::Io(map_pin_dir.into(), e))?;
+    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        aya::EbpfLoader::new()
+            .default_map_pin_directory(map_pin_dir)
+            .load(elf)
+    }));
+    let mut ebpf = match loaded {
+        Ok(Ok(e)) => e,
+        Ok(Err(e)) => return Err(KernelError::Object(error_chain(&e))),
+        Err(_) => return Err(KernelError::Object("the ELF parser panicked".into())),
+    };
+    let prog = ebpf
+        .program_mut(program)
+        .ok_or_else(|| KernelError::NoSuchProgram(program.to_string()))?;
+    let found = format!("{:?}", prog.prog_type());
+    let result = match (kind, prog) {
+        (HookKind::Xdp, aya::programs::Program::Xdp(p)) => p.load().map(|_| p.fd().map(dup)),
+        (HookKind::Tc, aya::programs::Program::SchedClassifier(p)) => {
+            p.load().map(|_| p.fd().map(dup))
+        }
+        (HookKind::Tracepoint, aya::programs::Program::TracePoint(p)) => {
+            p.load().map(|_| p.fd().map(dup))
+        }
+        _ => {
+            return Err(KernelError::WrongProgramType {
+                program: program.to_string(),
+                found,
+                expected: format!("{kind:?}"),
+            });
+        }
+    };
+    let fd = match result {
+        Ok(Ok(fd)) => fd?,
+        Ok(Err(e)) | Err(e) => {
+            return Err(match e {
+                aya::programs::ProgramError::LoadError {
+                    io_error,
+                    verifier_log,
+                } => KernelError::VerifierRejected {
+                    program: program.to_string(),
+                    reason: io_error.to_string(),
+                    verifier_log: verifier_log.to_string(),
+                },
+                other => KernelError::Object(error_chain(&other)),
+            });
+        }
+    };
+    let id = sys::prog_info(&fd)?.id;
+    // Dropping `ebpf` releases aya's references; the duplicated fd keeps the program and its
+    // maps alive.
+    Ok(LoadedProgram { fd, id })
+}
+
+fn dup(fd: &aya::programs::ProgramFd) -> Result<OwnedFd, KernelError> {
+    use std::os::fd::AsFd;
+    fd.as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| KernelError::Io("program fd".into(), e))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// XDP attach modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XdpMode {
+    /// Generic (skb) mode: works on every interface.
+    #[default]
+    Generic,
+    /// Driver (native) mode.
+    Driver,
+}
+
+/// TC directions (tcx).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcDirection {
+    Ingress,
+    Egress,
+}
+
+/// Where a deployment attaches.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Hook {
+    Xdp {
+        interface: String,
+        mode: XdpMode,
+    },
+    Tc {
+        interface: String,
+        direction: TcDirection,
+    },
+    Tracepoint {
+        category: String,
+        name: String,
+    },
+}
+
+impl Hook {
+    /// The hook family.
+    pub fn kind(&self) -> HookKind {
+        match self {
+            Hook::Xdp { .. } => HookKind::Xdp,
+            Hook::Tc { .. } => HookKind::Tc,
+            Hook::Tracepoint { .. } => HookKind::Tracepoint,
+        }
+    }
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hook::Xdp { interface, mode } => write!(f, "xdp/{interface} ({mode:?})"),
+            Hook::Tc {
+                interface,
+                direction,
+            } => write!(f, "tc/{interface}/{direction:?}"),
+            Hook::Tracepoint { category, name } => write!(f, "tracepoint/{category}/{name}"),
+        }
+    }
+}
+
+fn ifindex(name: &str) -> Result<u32, KernelError> {
+    let c = std::ffi::CString::new(name).map_err(|_| KernelError::NoSuchInterface(name.into()))?;
+    // SAFETY: c is a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        Err(KernelError::NoSuchInterface(name.into()))
+    } else {
+        Ok(idx)
+    }
+}
+
+const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+/// Attaches `prog` at `hook` with a kernel link; the returned fd is the link.
+pub fn attach(hook: &Hook, prog: &impl AsRawFd) -> Result<OwnedFd, KernelError> {
+    match hook {
+        Hook::Xdp { interface, mode } => {
+            let flags = match mode {
+                XdpMode::Generic => XDP_FLAGS_SKB_MODE,
+                XdpMode::Driver => XDP_FLAGS_DRV_MODE,
+            };
+            Ok(sys::link_create(
+                prog,
+                ifindex(interface)?,
+                sys::ATTACH_XDP,
+                flags,
+            )?)
+        }
+        Hook::Tc {
+            interface,
+            direction,
+        } => {
+            let t = match direction {
+                TcDirection::Ingress => sys::ATTACH_TCX_INGRESS,
+                TcDirection::Egress => sys::ATTACH_TCX_EGRESS,
+            };
+            Ok(sys::link_create(prog, ifindex(interface)?, t, 0)?)
+        }
+        Hook::Tracepoint { category, name } => attach_tracepoint(category, name, prog),
+    }
+}
+
+/// Attaches a tracepoint program through a perf event link.
+pub fn attach_tracepoint(
+    category: &str,
+    name: &str,
+    prog: &impl AsRawFd,
+) -> Result<OwnedFd, KernelError> {
+    let id = tracepoint_id(category, name)?;
+    let perf = perf_event_open_tracepoint(id)?;
+    // The link keeps its own reference to the perf event.
+    Ok(sys::link_create(
+        prog,
+        perf.as_raw_fd() as u32,
+        sys::ATTACH_PERF_EVENT,
+        0,
+    )?)
+}
+
+fn tracepoint_id(category: &str, name: &str) -> Result<u64, KernelError> {
+    let bad = |s: &str| s.is_empty() || s.contains('/') || s.contains("..");
+    if bad(category) || bad(name) {
+        return Err(KernelError::NoSuchTracepoint(format!("{category}:{name}")));
+    }
+    for root in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        let p = Path::new(root)
+            .join("events")
+            .join(category)
+            .join(name)
+            .join("id");
+        if let Ok(s) = std::fs::read_to_string(&p)
+            && let Ok(id) = s.trim().parse()
+        {
+            return Ok(id);
+        }
+    }
+    Err(KernelError::NoSuchTracepoint(format!("{category}:{name}")))
+}
+
+fn perf_event_open_tracepoint(id: u64) -> Result<OwnedFd, KernelError> {
+    const PERF_TYPE_TRACEPOINT: u32 = 2;
+    const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+    let mut attr = [0u64; 16];
+    attr[0] = u64::from(PERF_TYPE_TRACEPOINT) | (128u64 << 32); // type, size
+    attr[1] = id; // config
+    attr[2] = 1; // sample_period
+    // SAFETY: attr is a zeroed perf_event_attr of the declared size.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr.as_ptr(),
+            -1 as libc::pid_t,
+            0 as libc::c_int,
+            -1 as libc::c_int,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(KernelError::Sys(sys::SysError {
+            op: "perf_event_open",
+            source: std::io::Error::last_os_error(),
+        }));
+    }
+    // SAFETY: a new fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Attaches the dispatcher's XDP exception tracker to `xdp:xdp_exception`.
+pub fn attach_abort_tracker(dispatcher: &Dispatcher) -> Result<Option<OwnedFd>, KernelError> {
+    match dispatcher.tracker() {
+        Some(t) => attach_tracepoint("xdp", "xdp_exception", t).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Whether this process can use BPF at all (root, or CAP_BPF + CAP_NET_ADMIN).
+pub fn bpf_available() -> Result<(), String> {
+    match sys::map_create(sys::MAP_TYPE_ARRAY, 4, 4, 1, "bpfship_probe") {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
