@@ -3,6 +3,8 @@
 //! `WasmFeatures::all()`, which accepts modules the spec says are invalid). Function bodies are
 //! validated in parallel across the machine's cores.
 
+use std::sync::{Mutex, mpsc};
+
 use serde::Serialize;
 use wasmparser::{
     Encoding, FuncValidatorAllocations, Parser, Payload, TypeRef, ValidPayload, Validator,
@@ -99,6 +101,20 @@ fn kind_name(t: &TypeRef) -> &'static str {
     }
 }
 
+/// The lowercase name of an export's kind (as `format!("{:?}").to_lowercase()` would give, without
+/// the two allocations per export: large modules export hundreds of thousands of symbols).
+fn external_kind_name(k: wasmparser::ExternalKind) -> &'static str {
+    use wasmparser::ExternalKind as K;
+    match k {
+        K::Func => "func",
+        K::FuncExact => "funcexact",
+        K::Table => "table",
+        K::Memory => "memory",
+        K::Global => "global",
+        K::Tag => "tag",
+    }
+}
+
 fn memory(m: &wasmparser::MemoryType, imported: bool) -> WasmMemory {
     WasmMemory {
         initial_pages: m.initial,
@@ -116,7 +132,7 @@ pub fn inspect(bytes: &[u8], rules: &WasmRules) -> Result<WasmReport, WasmError>
     }
     let features = features_for(rules)?;
     let mut report = WasmReport {
-        sha256: sha256_digest(bytes),
+        sha256: String::new(),
         size: bytes.len(),
         kind: WasmKind::Module,
         valid: false,
@@ -127,22 +143,79 @@ pub fn inspect(bytes: &[u8], rules: &WasmRules) -> Result<WasmReport, WasmError>
         memories: Vec::new(),
         functions: 0,
     };
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Function bodies go to the workers in batches while this thread goes on parsing: the module
+    // sections, the SHA-256 and the bodies overlap instead of running one after the other.
+    let (tx, rx) = mpsc::channel::<Vec<FuncJob<'_>>>();
+    let rx = Mutex::new(rx);
+    let (module_error, func_error) = std::thread::scope(|s| {
+        // With a second core, a helper hashes while this thread parses the sections before the
+        // code (no body to validate yet), then joins the body validation.
+        let hasher = (workers > 1).then(|| {
+            s.spawn(|| {
+                let digest = sha256_digest(bytes);
+                (digest, validate_batches(&rx))
+            })
+        });
+        let helpers: Vec<_> = (2..workers)
+            .map(|_| s.spawn(|| validate_batches(&rx)))
+            .collect();
+        let module_error = parse_module(bytes, features, &mut report, tx);
+        let mut errors = Vec::new();
+        if hasher.is_none() {
+            report.sha256 = sha256_digest(bytes);
+        }
+        errors.push(validate_batches(&rx));
+        for h in helpers {
+            errors.push(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        }
+        if let Some(h) = hasher {
+            let (digest, error) = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            report.sha256 = digest;
+            errors.push(error);
+        }
+        let func_error = errors.into_iter().flatten().min_by_key(|e| e.0);
+        (module_error, func_error)
+    });
+    // The first module-level error (offset, message) is compared with the function errors so the
+    // verdict and message equal a serial validation's.
+    let first = match (module_error, func_error) {
+        (Some(m), Some(f)) => Some(if f.0 < m.0 { f } else { m }),
+        (m, f) => m.or(f),
+    };
+    report.valid = first.is_none();
+    report.error = first.map(|(offset, msg)| format!("{msg} (at offset {offset:#x})"));
+    Ok(report)
+}
+
+/// Function bodies are handed to the workers in batches of about this many bytes: large enough
+/// that the queue costs nothing, small enough that the cores finish together.
+const BATCH_BYTES: usize = 128 * 1024;
+
+/// Parses and validates everything but the function bodies, which are sent to `tx` in batches;
+/// fills in the report's imports, exports, memories and function count. Returns the first
+/// module-level error.
+fn parse_module<'a>(
+    bytes: &'a [u8],
+    features: WasmFeatures,
+    report: &mut WasmReport,
+    tx: mpsc::Sender<Vec<FuncJob<'a>>>,
+) -> Option<(u64, String)> {
     let mut validator = Validator::new_with_features(features);
-    let mut bodies = Vec::new();
-    // The first module-level error (offset, message); function errors are compared against it so
-    // the verdict and message equal a serial validation's.
-    let mut module_error: Option<(u64, String)> = None;
+    let mut batch = Vec::new();
+    let mut batch_bytes = 0usize;
     let mut depth = 0usize;
+    let mut error = None;
     for payload in Parser::new(0).parse_all(bytes) {
         let payload = match payload {
             Ok(p) => p,
             Err(e) => {
-                module_error = Some((e.offset(), e.message().to_owned()));
+                error = Some((e.offset(), e.message().to_owned()));
                 break;
             }
         };
-        if let Err(e) = collect(&payload, depth, &mut report) {
-            module_error = Some((e.offset(), e.message().to_owned()));
+        if let Err(e) = collect(&payload, depth, report) {
+            error = Some((e.offset(), e.message().to_owned()));
             break;
         }
         match &payload {
@@ -156,23 +229,27 @@ pub fn inspect(bytes: &[u8], rules: &WasmRules) -> Result<WasmReport, WasmError>
             _ => {}
         }
         match validator.payload(&payload) {
-            Ok(ValidPayload::Func(func, body)) => bodies.push((func, body)),
+            Ok(ValidPayload::Func(func, body)) => {
+                report.functions += 1;
+                batch_bytes += body.as_bytes().len();
+                batch.push((func, body));
+                if batch_bytes >= BATCH_BYTES {
+                    // The receivers live until every batch is drained: sending cannot fail.
+                    let _ = tx.send(std::mem::take(&mut batch));
+                    batch_bytes = 0;
+                }
+            }
             Ok(_) => {}
             Err(e) => {
-                module_error = Some((e.offset(), e.message().to_owned()));
+                error = Some((e.offset(), e.message().to_owned()));
                 break;
             }
         }
     }
-    report.functions = bodies.len();
-    let func_error = validate_bodies(bodies);
-    let first = match (module_error, func_error) {
-        (Some(m), Some(f)) => Some(if f.0 < m.0 { f } else { m }),
-        (m, f) => m.or(f),
-    };
-    report.valid = first.is_none();
-    report.error = first.map(|(offset, msg)| format!("{msg} (at offset {offset:#x})"));
-    Ok(report)
+    if !batch.is_empty() {
+        let _ = tx.send(batch);
+    }
+    error
 }
 
 /// Records imports, exports and memories of the top-level module or component.
@@ -199,7 +276,7 @@ fn collect(payload: &Payload, depth: usize, report: &mut WasmReport) -> wasmpars
                 let export = export?;
                 report.exports.push(WasmExport {
                     name: export.name.to_owned(),
-                    kind: format!("{:?}", export.kind).to_lowercase(),
+                    kind: external_kind_name(export.kind).to_owned(),
                 });
             }
         }
@@ -241,18 +318,15 @@ type FuncJob<'a> = (
     wasmparser::FunctionBody<'a>,
 );
 
-/// Validates function bodies on all cores; returns the error with the lowest offset, if any.
-fn validate_bodies(bodies: Vec<FuncJob<'_>>) -> Option<(u64, String)> {
-    if bodies.is_empty() {
-        return None;
-    }
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(bodies.len());
-    let validate_chunk = |chunk: Vec<FuncJob<'_>>| {
-        let mut allocs = FuncValidatorAllocations::default();
-        let mut first: Option<(u64, String)> = None;
-        for (func, body) in chunk {
+/// Validates batches of function bodies until the queue is closed and empty; returns the error
+/// with the lowest offset among them, if any.
+fn validate_batches(rx: &Mutex<mpsc::Receiver<Vec<FuncJob<'_>>>>) -> Option<(u64, String)> {
+    let mut allocs = FuncValidatorAllocations::default();
+    let mut first: Option<(u64, String)> = None;
+    loop {
+        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let Ok(batch) = next else { return first };
+        for (func, body) in batch {
             let mut v = func.into_validator(allocs);
             if let Err(e) = v.validate(&body)
                 && first.as_ref().is_none_or(|f| e.offset() < f.0)
@@ -261,26 +335,7 @@ fn validate_bodies(bodies: Vec<FuncJob<'_>>) -> Option<(u64, String)> {
             }
             allocs = v.into_allocations();
         }
-        first
-    };
-    if workers <= 1 {
-        return validate_chunk(bodies);
     }
-    // Interleave functions across workers so big and small bodies spread evenly.
-    let mut chunks: Vec<Vec<FuncJob<'_>>> = (0..workers).map(|_| Vec::new()).collect();
-    for (i, job) in bodies.into_iter().enumerate() {
-        chunks[i % workers].push(job);
-    }
-    std::thread::scope(|s| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|c| s.spawn(move || validate_chunk(c)))
-            .collect();
-        handles
-            .into_iter()
-            .filter_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .min_by_key(|e| e.0)
-    })
 }
 
 /// Checks a report against a policy's WASM rules.
