@@ -34,9 +34,11 @@ pub enum RegistryError {
         status: u16,
         body: String,
     },
-    #[error("{reference}: digest mismatch: expected {expected}, got {actual}")]
+    #[error("{reference}: {what} digest mismatch: expected {expected}, got {actual}")]
     DigestMismatch {
         reference: String,
+        /// `manifest` or `blob`: what did not hash to its digest.
+        what: &'static str,
         expected: String,
         actual: String,
     },
@@ -266,6 +268,7 @@ impl Client {
                     && pinned != &digest
                 {
                     return Err(RegistryError::DigestMismatch {
+                        what: "manifest",
                         reference: r.to_string(),
                         expected: pinned.clone(),
                         actual: digest,
@@ -286,6 +289,7 @@ impl Client {
                     && pinned != &digest
                 {
                     return Err(RegistryError::DigestMismatch {
+                        what: "manifest",
                         reference: r.to_string(),
                         expected: pinned.clone(),
                         actual: digest,
@@ -327,6 +331,7 @@ impl Client {
         let actual = sha256_digest(&bytes);
         if actual != digest {
             return Err(RegistryError::DigestMismatch {
+                what: "manifest",
                 reference: at.to_string(),
                 expected: digest.to_owned(),
                 actual,
@@ -365,6 +370,7 @@ impl Client {
         let actual = sha256_digest(&bytes);
         if actual != d.digest {
             return Err(RegistryError::DigestMismatch {
+                what: "blob",
                 reference: name,
                 expected: d.digest.clone(),
                 actual,

@@ -62,6 +62,10 @@ impl TestRegistry {
                     "/CN=127.0.0.1",
                     "-addext",
                     "subjectAltName=IP:127.0.0.1",
+                    // An end-entity certificate: webpki refuses a CA certificate (openssl's
+                    // default for -x509) as a server's ("CaUsedAsEndEntity").
+                    "-addext",
+                    "basicConstraints=critical,CA:FALSE",
                 ])
                 .arg("-keyout")
                 .arg(d.join("key.pem"))
