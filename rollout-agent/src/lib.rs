@@ -1,4 +1,15 @@
 //! bpfship-agent: pulls verified eBPF artifacts by digest, canaries them beside the running
 //! version on this host, and promotes or rolls back on health.
 
+pub mod agent;
+pub mod analysis;
+pub mod audit;
+pub mod config;
+pub mod control;
+pub mod deployment;
+pub mod external;
+pub mod hook;
 pub mod kernel;
+pub mod metrics;
+pub mod state;
+pub mod store;

@@ -4,5 +4,6 @@
 //! ([`verify`]).
 
 pub mod content;
+pub mod publish;
 pub mod sign;
 pub mod verify;

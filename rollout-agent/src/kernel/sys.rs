@@ -17,6 +17,7 @@ const BPF_OBJ_GET: u32 = 7;
 const BPF_PROG_TEST_RUN: u32 = 10;
 const BPF_PROG_GET_NEXT_ID: u32 = 11;
 const BPF_PROG_GET_FD_BY_ID: u32 = 13;
+const BPF_MAP_GET_FD_BY_ID: u32 = 14;
 const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
 const BPF_LINK_CREATE: u32 = 28;
 const BPF_LINK_UPDATE: u32 = 29;
@@ -298,22 +299,19 @@ pub fn enable_stats() -> Result<OwnedFd, SysError> {
 }
 
 /// What the agent reads back about a loaded program.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProgInfo {
     pub prog_type: u32,
     pub id: u32,
     pub run_time_ns: u64,
     pub run_cnt: u64,
+    pub name: String,
 }
 
 /// Reads a program's id and statistics.
 pub fn prog_info(prog: &impl AsRawFd) -> Result<ProgInfo, SysError> {
     let mut info = [0u8; 232];
-    let mut attr = [0u64; 18];
-    put32(&mut attr, 0, prog.as_raw_fd() as u32);
-    put32(&mut attr, 4, info.len() as u32);
-    put64(&mut attr, 8, info.as_mut_ptr() as u64);
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr, "obj_get_info_by_fd")?;
+    obj_info(prog, &mut info)?;
     let u32_at = |o: usize| u32::from_ne_bytes(info[o..o + 4].try_into().unwrap_or_default());
     let u64_at = |o: usize| u64::from_ne_bytes(info[o..o + 8].try_into().unwrap_or_default());
     Ok(ProgInfo {
@@ -321,7 +319,76 @@ pub fn prog_info(prog: &impl AsRawFd) -> Result<ProgInfo, SysError> {
         id: u32_at(4),
         run_time_ns: u64_at(192),
         run_cnt: u64_at(200),
+        name: {
+            let n = &info[64..80];
+            let end = n.iter().position(|b| *b == 0).unwrap_or(16);
+            String::from_utf8_lossy(&n[..end]).into_owned()
+        },
     })
+}
+
+fn obj_info(fd: &impl AsRawFd, info: &mut [u8]) -> Result<(), SysError> {
+    let mut attr = [0u64; 18];
+    put32(&mut attr, 0, fd.as_raw_fd() as u32);
+    put32(&mut attr, 4, info.len() as u32);
+    put64(&mut attr, 8, info.as_mut_ptr() as u64);
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr, "obj_get_info_by_fd").map(drop)
+}
+
+/// Ids of the maps a program uses.
+pub fn prog_map_ids(prog: &impl AsRawFd) -> Result<Vec<u32>, SysError> {
+    let mut ids = vec![0u32; 64];
+    let mut info = [0u8; 232];
+    info[52..56].copy_from_slice(&(ids.len() as u32).to_ne_bytes());
+    info[56..64].copy_from_slice(&(ids.as_mut_ptr() as u64).to_ne_bytes());
+    obj_info(prog, &mut info)?;
+    let n = u32::from_ne_bytes(info[52..56].try_into().unwrap_or_default()) as usize;
+    ids.truncate(n.min(64));
+    Ok(ids)
+}
+
+/// Opens a map by id.
+pub fn map_by_id(id: u32) -> Result<OwnedFd, SysError> {
+    let mut attr = [0u64; 18];
+    put32(&mut attr, 0, id);
+    bpf(BPF_MAP_GET_FD_BY_ID, &mut attr, "map_get_fd_by_id").map(fd_result)
+}
+
+/// A map's definition as the kernel holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapDef {
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub map_flags: u32,
+    pub name: String,
+}
+
+/// Reads a map's definition.
+pub fn map_info(map: &impl AsRawFd) -> Result<MapDef, SysError> {
+    let mut info = [0u8; 96];
+    obj_info(map, &mut info)?;
+    let w = |o: usize| u32::from_ne_bytes(info[o..o + 4].try_into().unwrap_or_default());
+    let name = &info[24..40];
+    let end = name.iter().position(|b| *b == 0).unwrap_or(16);
+    Ok(MapDef {
+        map_type: w(0),
+        key_size: w(8),
+        value_size: w(12),
+        max_entries: w(16),
+        map_flags: w(20),
+        name: String::from_utf8_lossy(&name[..end]).into_owned(),
+    })
+}
+
+/// The id of the program a link currently runs.
+pub fn link_prog_id(link: &impl AsRawFd) -> Result<u32, SysError> {
+    let mut info = [0u8; 64];
+    obj_info(link, &mut info)?;
+    Ok(u32::from_ne_bytes(
+        info[8..12].try_into().unwrap_or_default(),
+    ))
 }
 
 /// Ids of every program loaded in the kernel.

@@ -2,6 +2,8 @@
 //! testdata with clang, network namespaces with veth pairs.
 #![allow(dead_code)]
 
+pub mod harness;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -120,7 +122,7 @@ impl VethPair {
              \x20   s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('{peer}',0)); socks.append(s)\n\
              for i in range({count}):\n\
              \x20   socks[i % {flows}].sendto(b'x'*64,('{host}',{port}))\n\
-             \x20   if i % 200 == 199: time.sleep(0.002)\n",
+             \x20   if i % 100 == 99: time.sleep(0.001)\n",
             peer = self.peer_ip,
             host = self.host_ip,
         );
@@ -159,6 +161,22 @@ impl UdpCounter {
     pub fn bind(ip: &str) -> UdpCounter {
         use std::sync::atomic::Ordering;
         let sock = std::net::UdpSocket::bind((ip, 0)).expect("bind");
+        {
+            use std::os::fd::AsRawFd;
+            // A large receive buffer (root may exceed rmem_max): loss must come from the
+            // data path under test, not from this socket.
+            let size: libc::c_int = 16 << 20;
+            // SAFETY: a valid socket and a c_int option value.
+            unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
         sock.set_read_timeout(Some(std::time::Duration::from_millis(50)))
             .unwrap();
         let port = sock.local_addr().unwrap().port();

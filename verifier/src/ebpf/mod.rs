@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::digest::sha256_digest;
 use crate::policy::{EbpfRules, Violation};
+pub use btf::map_type_name;
 pub use sections::{SectionDef, aya_section_name, classify as classify_section};
 
 /// Helpers the kernel only lets GPL-compatible programs call (`gpl_only = true` in the kernel's

@@ -1,0 +1,919 @@
+//! One deployment's reconcile loop: poll the tag, verify and fetch a new digest, load it beside
+//! the stable version, canary it step by step under analysis, and promote or roll back.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bpfship_registry::{Client, Reference};
+use bpfship_trust::content::Findings;
+use bpfship_trust::verify::{self as trust_verify, TrustSource, VerifyError};
+use bpfship_verifier::policy::Policy;
+use serde::Serialize;
+
+use crate::analysis::{self, AnalysisRun, ExternalSource, Outcome, Verdict, VersionSample};
+use crate::audit::{AuditEvent, AuditLog};
+use crate::config::{DeploymentSpec, fleet_bucket};
+use crate::hook::{HookRuntime, Serving};
+use crate::kernel::{HookKind, LoadedProgram, sys};
+use crate::state::{self, DeploymentState, Phase, Rejection, VersionRecord};
+use crate::store::ContentStore;
+
+/// What every deployment shares.
+pub struct Context {
+    pub client: Client,
+    pub policy: Policy,
+    pub store: ContentStore,
+    pub audit: AuditLog,
+    pub state_dir: PathBuf,
+    pub pin_root: PathBuf,
+    pub host_id: String,
+    pub poll_interval: Duration,
+    pub external: Box<dyn ExternalSource + Send + Sync>,
+}
+
+/// Operator commands, from the control socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    Promote,
+    Abort,
+    Pause,
+    Resume,
+}
+
+/// The last verification result.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct VerificationStatus {
+    pub digest: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// A deployment's status, as `bpfship agent status` and the metrics show it.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct DeploymentStatus {
+    pub name: String,
+    pub artifact: String,
+    pub hook: String,
+    pub phase: Phase,
+    pub stable: Option<String>,
+    pub canary: Option<String>,
+    pub previous: Option<String>,
+    pub canary_percent: f64,
+    pub step: Option<usize>,
+    pub steps: usize,
+    /// `flow_hash`, `random`, or why the split is not per flow.
+    pub split: String,
+    pub fleet_bucket: u32,
+    pub in_fleet_cohort: bool,
+    /// `ok`, or why the registry could not be used (the stable version keeps running).
+    pub registry: String,
+    pub message: String,
+    pub last_verification: Option<VerificationStatus>,
+    pub verifier_log: Option<String>,
+    pub stable_sample: VersionSample,
+    pub canary_sample: VersionSample,
+    pub analysis: AnalysisRun,
+    pub rollbacks: BTreeMap<String, u64>,
+    pub last_rollback_latency_us: Option<f64>,
+    /// Time from a new digest being seen to its canary being attached.
+    pub last_canary_start_ms: Option<f64>,
+    /// Cumulative per-version counters for metrics: runs and aborts per slot.
+    pub runs: [u64; 2],
+    pub aborts: [u64; 2],
+    pub program_ids: Vec<u32>,
+    pub rejected: Vec<Rejection>,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// A reference Ethernet/IPv4/UDP frame for `BPF_PROG_TEST_RUN` cost measurements.
+fn reference_frame() -> Vec<u8> {
+    let mut f = vec![0u8; 64];
+    f[12] = 0x08;
+    f[14] = 0x45;
+    f[23] = 17;
+    f
+}
+
+/// Reads a version's `bpfship_health` map (key 0 good, key 1 bad) if it declares one.
+fn health_counts(prog: &LoadedProgram) -> Option<(u64, u64)> {
+    for id in sys::prog_map_ids(&prog.fd).ok()? {
+        let Ok(map) = sys::map_by_id(id) else {
+            continue;
+        };
+        let Ok(def) = sys::map_info(&map) else {
+            continue;
+        };
+        if def.name != "bpfship_health" || def.key_size != 4 || def.value_size != 8 {
+            continue;
+        }
+        let read = |k: u32| {
+            let mut v = [0u8; 8];
+            sys::map_lookup(&map, &k.to_ne_bytes(), &mut v)
+                .ok()
+                .map(|_| u64::from_ne_bytes(v))
+        };
+        let good = read(0).unwrap_or(0);
+        let bad = read(1).unwrap_or(0);
+        return Some((good, bad));
+    }
+    None
+}
+
+/// Counter snapshot at the start of a measurement interval.
+#[derive(Debug, Clone, Copy, Default)]
+struct Snapshot {
+    runs: [u64; 2],
+    aborts: [u64; 2],
+    health: [(u64, u64); 2],
+}
+
+/// A deployment's loop.
+pub struct Deployment {
+    spec: DeploymentSpec,
+    ctx: Arc<Context>,
+    status: Arc<Mutex<DeploymentStatus>>,
+    state: DeploymentState,
+    state_path: PathBuf,
+    reference: Reference,
+    hook: HookRuntime,
+    step_started: Instant,
+    last_measure: Instant,
+    analysis: AnalysisRun,
+    snapshot: Snapshot,
+    next_poll: Instant,
+    backoff: Duration,
+    salt: String,
+}
+
+impl Deployment {
+    /// Adopts what a previous run left (state file and pins) and settles it.
+    pub fn start(
+        spec: DeploymentSpec,
+        ctx: Arc<Context>,
+        status: Arc<Mutex<DeploymentStatus>>,
+    ) -> Result<Self, String> {
+        let state_path = state::state_path(&ctx.state_dir, &spec.name);
+        let state = state::load(&state_path)?;
+        let reference = Reference::parse(&spec.artifact).map_err(|e| e.to_string())?;
+        let salt = spec
+            .rollout
+            .salt
+            .clone()
+            .unwrap_or_else(|| spec.name.clone());
+        let salt32 = fleet_bucket(&salt, "dispatcher") ^ (fleet_bucket(&spec.name, &salt) << 16);
+        let names = [&state.stable, &state.canary, &state.previous]
+            .map(|v| v.as_ref().map(|v| v.pin_name()));
+        let hook = HookRuntime::adopt(
+            spec.hook.clone(),
+            ctx.pin_root.join(&spec.name),
+            spec.rollout.split,
+            salt32,
+            [
+                names[0].as_deref(),
+                names[1].as_deref(),
+                names[2].as_deref(),
+            ],
+        )
+        .map_err(|e| format!("{}: adopting pins: {e}", spec.name))?;
+        let mut d = Deployment {
+            spec,
+            ctx,
+            status,
+            state,
+            state_path,
+            reference,
+            hook,
+            step_started: Instant::now(),
+            last_measure: Instant::now(),
+            analysis: AnalysisRun::default(),
+            snapshot: Snapshot::default(),
+            next_poll: Instant::now(),
+            backoff: Duration::ZERO,
+            salt,
+        };
+        d.settle();
+        d.publish("started");
+        Ok(d)
+    }
+
+    fn audit(&self, action: &str, digest: Option<&str>, reason: &str) {
+        tracing::info!(deployment = %self.spec.name, action, digest, reason);
+        self.ctx.audit.record(&AuditEvent {
+            deployment: &self.spec.name,
+            action,
+            digest,
+            policy_digest: Some(&self.ctx.policy.digest),
+            reason,
+        });
+    }
+
+    fn save(&self) {
+        if let Err(e) = state::save(&self.state_path, &self.state) {
+            tracing::error!(deployment = %self.spec.name, error = %e, "cannot save state");
+        }
+    }
+
+    /// After a restart: make the kernel match the state file, finishing interrupted
+    /// transitions; re-establish the stable version from the content store after a reboot.
+    fn settle(&mut self) {
+        let serving = self.hook.serving();
+        // A stable version is recorded but not loaded (reboot, or pins removed): reload it from
+        // the local store, checking its digest and the policy again.
+        if let Some(stable) = self.state.stable.clone()
+            && self.hook.stable.is_none()
+        {
+            match self.reload(&stable) {
+                Ok(prog) => match self.hook.install_stable(prog) {
+                    Ok(()) => self.audit(
+                        "restored",
+                        Some(&stable.digest),
+                        "re-established the stable version from the local store",
+                    ),
+                    Err(e) => self.audit("restore_failed", Some(&stable.digest), &e.to_string()),
+                },
+                Err(e) => {
+                    self.audit("restore_failed", Some(&stable.digest), &e);
+                    self.state.stable = None;
+                    self.state.phase = Phase::Empty;
+                }
+            }
+        }
+        match (self.state.phase, serving) {
+            // Killed after promoting in the kernel but before saving: finish the promotion.
+            (Phase::Canary | Phase::Paused, Serving::Canary) => {
+                let _ = self.hook.promote();
+                self.finish_promotion("promotion completed after restart");
+            }
+            // A canary is recorded and loaded: resume it from the start of its step.
+            (Phase::Canary | Phase::Paused, _) if self.hook.canary.is_some() => {
+                if let Some(c) = self.hook.canary.take()
+                    && let Err(e) = self.hook.start_canary(c)
+                {
+                    self.roll_back(&format!("cannot resume the canary: {e}"), "attach_error");
+                    return;
+                }
+                self.enter_step(self.state.step.min(self.spec.rollout.steps.len() - 1));
+                self.audit(
+                    "resumed",
+                    self.state.canary.as_ref().map(|c| c.digest.as_str()),
+                    "canary resumed after restart",
+                );
+            }
+            // A canary is recorded but its program is gone: back to stable.
+            (Phase::Canary | Phase::Paused, _) => {
+                let _ = self.hook.roll_back_canary();
+                self.state.canary = None;
+                self.state.phase = if self.state.stable.is_some() {
+                    Phase::Stable
+                } else {
+                    Phase::Empty
+                };
+            }
+            // Stable, but the dispatcher still sits at the hook (killed mid-rollback).
+            (_, Serving::Dispatcher) if self.hook.kind() != HookKind::Tracepoint => {
+                let _ = self.hook.roll_back_canary();
+            }
+            // Killed during a late rollback: the previous version already serves.
+            (_, Serving::Previous) => {
+                self.state.stable = self.state.previous.take();
+                self.hook.stable = self.hook.previous.take();
+            }
+            _ => {}
+        }
+        if self.state.previous.is_some() && self.hook.previous.is_none() {
+            self.state.previous = None;
+        }
+        let keep: Vec<String> = [&self.state.stable, &self.state.canary, &self.state.previous]
+            .into_iter()
+            .flatten()
+            .map(|v| v.pin_name())
+            .collect();
+        for removed in self.hook.remove_unused_versions(&keep) {
+            self.audit("removed", None, &format!("unused pinned program {removed}"));
+        }
+        self.save();
+    }
+
+    fn reload(&self, v: &VersionRecord) -> Result<LoadedProgram, String> {
+        let bytes = self.ctx.store.get(&v.content_digest)?;
+        let inspection = bpfship_trust::content::inspect(&bytes, Some(&self.ctx.policy))
+            .map_err(|e| e.to_string())?;
+        if !inspection.is_valid() {
+            return Err(format!(
+                "the policy now refuses it: {}",
+                inspection.refusals().join("; ")
+            ));
+        }
+        self.hook
+            .load(&bytes, &self.spec.program, &v.pin_name())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Runs until `commands` disconnects.
+    pub fn run(mut self, commands: Receiver<Command>) {
+        loop {
+            let wait = Duration::from_millis(50);
+            match commands.recv_timeout(wait) {
+                Ok(c) => self.command(c),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            self.tick();
+        }
+    }
+
+    /// One step of the loop: poll when due, drive the canary, release the previous version.
+    pub fn tick(&mut self) {
+        if Instant::now() >= self.next_poll
+            && !matches!(self.state.phase, Phase::Canary | Phase::Paused)
+        {
+            self.poll();
+        }
+        if self.state.phase == Phase::Canary {
+            self.drive_canary();
+        }
+        if self.state.previous.is_some() && now_unix() >= self.state.previous_until_unix {
+            self.release_previous();
+        }
+        self.publish_counters();
+        self.refresh();
+    }
+
+    fn poll(&mut self) {
+        let target = match self.ctx.client.resolve(&self.reference) {
+            Ok(d) => d.digest,
+            Err(e) => {
+                self.backoff =
+                    (self.backoff * 2).clamp(self.ctx.poll_interval, Duration::from_secs(300));
+                self.next_poll = Instant::now() + self.backoff;
+                let msg = format!(
+                    "{e}; retrying in {:.1}s, the stable version keeps serving",
+                    self.backoff.as_secs_f64()
+                );
+                self.status
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .registry = msg;
+                return;
+            }
+        };
+        self.backoff = Duration::ZERO;
+        self.next_poll = Instant::now() + self.ctx.poll_interval;
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .registry = "ok".into();
+        let known = [&self.state.stable, &self.state.canary]
+            .into_iter()
+            .flatten()
+            .any(|v| v.digest == target);
+        if known || self.state.rejection(&target).is_some() {
+            return;
+        }
+        let bucket = fleet_bucket(&self.salt, &self.ctx.host_id);
+        let limit = (self.spec.rollout.fleet_percent * 100.0).round() as u32;
+        if self.state.stable.is_some() && bucket >= limit {
+            self.publish(&format!(
+                "{target} held: this host's fleet bucket {bucket} is not under {limit} (fleet_percent {})",
+                self.spec.rollout.fleet_percent
+            ));
+            return;
+        }
+        self.take(&target);
+    }
+
+    fn reject(&mut self, digest: &str, action: &str, reason: &str) {
+        self.audit(action, Some(digest), reason);
+        self.state.rejected.push(Rejection {
+            digest: digest.to_string(),
+            reason: reason.to_string(),
+            at_unix: now_unix(),
+        });
+        self.save();
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.last_verification = Some(VerificationStatus {
+            digest: digest.to_string(),
+            ok: action != "refused",
+            detail: reason.to_string(),
+        });
+        drop(s);
+        self.publish(&format!("{action} {digest}: {reason}"));
+    }
+
+    /// Verify → fetch → validate → load → install or canary, for a new digest.
+    fn take(&mut self, digest: &str) {
+        let seen = Instant::now();
+        self.publish(&format!("verifying {digest}"));
+        let by_digest = self.reference.with_digest(digest);
+        let trust = TrustSource {
+            keys: &[],
+            policy: Some(&self.ctx.policy),
+        };
+        let verified = match trust_verify::verify(&self.ctx.client, &by_digest, trust) {
+            Ok(v) => v,
+            Err(VerifyError::Registry(e)) => {
+                self.status
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .registry = format!("{e}; will retry");
+                self.next_poll = Instant::now() + self.ctx.poll_interval;
+                return;
+            }
+            Err(e) => return self.reject(digest, "refused", &e.to_string()),
+        };
+        let content = match trust_verify::fetch_content(
+            &self.ctx.client,
+            &verified,
+            Some(&self.ctx.policy),
+        ) {
+            Ok(c) => c,
+            Err(VerifyError::Registry(e)) => {
+                self.status
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .registry = format!("{e}; will retry");
+                self.next_poll = Instant::now() + self.ctx.poll_interval;
+                return;
+            }
+            Err(e) => return self.reject(digest, "refused", &e.to_string()),
+        };
+        let Findings::Ebpf(report) = &content.inspection.findings else {
+            return self.reject(
+                digest,
+                "refused",
+                "not an eBPF object (WASM handlers are not deployed by this agent yet)",
+            );
+        };
+        let Some(program) = report.programs.iter().find(|p| p.name == self.spec.program) else {
+            return self.reject(
+                digest,
+                "refused",
+                &format!("the object has no program named {}", self.spec.program),
+            );
+        };
+        let want = match self.hook.kind() {
+            HookKind::Xdp => "xdp",
+            HookKind::Tc => "sched_cls",
+            HookKind::Tracepoint => "tracepoint",
+        };
+        if program.program_type.as_deref() != Some(want) {
+            return self.reject(
+                digest,
+                "refused",
+                &format!(
+                    "program {} is {} but the hook {} needs {want}",
+                    program.name,
+                    program.program_type.as_deref().unwrap_or("of unknown type"),
+                    self.spec.hook
+                ),
+            );
+        }
+        if let Err(diff) = self.check_pinned_maps(report) {
+            return self.reject(digest, "refused", &diff);
+        }
+        let content_digest = match self.ctx.store.put(&content.bytes) {
+            Ok(d) => d,
+            Err(e) => {
+                self.publish(&format!("cannot store {digest} locally: {e}; will retry"));
+                return;
+            }
+        };
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_verification = Some(VerificationStatus {
+            digest: digest.to_string(),
+            ok: true,
+            detail: format!(
+                "signed by {}",
+                verified
+                    .signatures
+                    .iter()
+                    .map(|s| format!("{} ({})", s.key_hint, s.layout))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+        let record = VersionRecord {
+            digest: digest.to_string(),
+            content_digest,
+            policy_digest: verified.policy_digest.clone(),
+            signers: verified
+                .signatures
+                .iter()
+                .map(|s| s.key_hint.clone())
+                .collect(),
+        };
+        let prog = match self
+            .hook
+            .load(&content.bytes, &self.spec.program, &record.pin_name())
+        {
+            Ok(p) => p,
+            Err(e) => {
+                let log = e.verifier_log().map(tail);
+                self.status
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .verifier_log = log;
+                self.count_rollback("load_error");
+                return self.reject(
+                    digest,
+                    "rolled_back",
+                    &format!("load failed, stable untouched: {e}"),
+                );
+            }
+        };
+        if self.state.stable.is_none() {
+            if let Err(e) = self.hook.install_stable(prog) {
+                self.count_rollback("attach_error");
+                let _ = std::fs::remove_file(self.hook.pins.join(record.pin_name()));
+                return self.reject(digest, "rolled_back", &format!("attach failed: {e}"));
+            }
+            self.state.stable = Some(record);
+            self.state.phase = Phase::Stable;
+            self.save();
+            self.audit(
+                "installed",
+                Some(digest),
+                "first version: attached directly",
+            );
+            self.publish("installed");
+            return;
+        }
+        self.state.canary = Some(record);
+        self.state.phase = Phase::Canary;
+        self.state.step = 0;
+        self.save();
+        if let Err(e) = self.hook.start_canary(prog) {
+            self.roll_back(&format!("attach failed: {e}"), "attach_error");
+            return;
+        }
+        self.enter_step(0);
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_canary_start_ms = Some(seen.elapsed().as_secs_f64() * 1000.0);
+        self.audit(
+            "canary",
+            Some(digest),
+            &format!("canary started at {}%", self.spec.rollout.steps[0].percent),
+        );
+    }
+
+    /// Refuses a version whose pinned-by-name maps differ from the ones already pinned for
+    /// this deployment (aya would silently reuse them).
+    fn check_pinned_maps(&self, report: &bpfship_verifier::ebpf::EbpfReport) -> Result<(), String> {
+        for m in report.maps.iter().filter(|m| m.pinning == "by_name") {
+            let path = self.hook.maps_dir().join(&m.name);
+            let Ok(fd) = sys::obj_get(&path) else {
+                continue;
+            };
+            let Ok(def) = sys::map_info(&fd) else {
+                continue;
+            };
+            let pinned_type = bpfship_verifier::ebpf::map_type_name(def.map_type);
+            let mut diffs = Vec::new();
+            if pinned_type != m.map_type {
+                diffs.push(format!("type {} → {}", pinned_type, m.map_type));
+            }
+            for (what, old, new) in [
+                ("key_size", def.key_size, m.key_size),
+                ("value_size", def.value_size, m.value_size),
+                ("max_entries", def.max_entries, m.max_entries),
+                ("map_flags", def.map_flags, m.map_flags),
+            ] {
+                if let Some(new) = new
+                    && new != old
+                {
+                    diffs.push(format!("{what} {old} → {new}"));
+                }
+            }
+            if !diffs.is_empty() {
+                return Err(format!(
+                    "pinned map {} would change incompatibly: {}",
+                    m.name,
+                    diffs.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn enter_step(&mut self, step: usize) {
+        self.state.step = step;
+        let bp = self.spec.rollout.steps[step].basis_points();
+        if let Err(e) = self.hook.set_share(bp) {
+            self.roll_back(&format!("cannot set the canary share: {e}"), "attach_error");
+            return;
+        }
+        self.step_started = Instant::now();
+        self.last_measure = Instant::now();
+        self.analysis = AnalysisRun::default();
+        self.snapshot = self.take_snapshot();
+        self.save();
+    }
+
+    fn take_snapshot(&self) -> Snapshot {
+        let c = self.hook.counters();
+        let h = |p: &Option<LoadedProgram>| p.as_ref().and_then(health_counts).unwrap_or_default();
+        Snapshot {
+            runs: c.runs,
+            aborts: c.aborts,
+            health: [h(&self.hook.stable), h(&self.hook.canary)],
+        }
+    }
+
+    fn sample(&self, now: &Snapshot) -> [VersionSample; 2] {
+        let cost = |p: &Option<LoadedProgram>| {
+            let wants_cost = self
+                .spec
+                .checks
+                .iter()
+                .any(|c| c.kind == crate::config::CheckKind::Cost);
+            if !wants_cost || self.hook.kind() == HookKind::Tracepoint {
+                return None;
+            }
+            let p = p.as_ref()?;
+            sys::prog_test_run(&p.fd, &reference_frame(), 2000)
+                .ok()
+                .map(|r| f64::from(r.duration_ns))
+        };
+        let mk = |slot: usize, p: &Option<LoadedProgram>| VersionSample {
+            runs: now.runs[slot].saturating_sub(self.snapshot.runs[slot]),
+            aborts: now.aborts[slot].saturating_sub(self.snapshot.aborts[slot]),
+            good: now.health[slot]
+                .0
+                .saturating_sub(self.snapshot.health[slot].0),
+            bad: now.health[slot]
+                .1
+                .saturating_sub(self.snapshot.health[slot].1),
+            cost_ns: cost(p),
+        };
+        [mk(0, &self.hook.stable), mk(1, &self.hook.canary)]
+    }
+
+    fn drive_canary(&mut self) {
+        let interval = Duration::from_secs_f64(self.spec.analysis.interval_seconds);
+        if self.last_measure.elapsed() >= interval {
+            self.last_measure = Instant::now();
+            let now = self.take_snapshot();
+            let [stable, canary] = self.sample(&now);
+            self.snapshot = now;
+            let outcomes: Vec<Outcome> = self
+                .spec
+                .checks
+                .iter()
+                .map(|c| analysis::measure(c, &canary, &stable, self.ctx.external.as_ref()))
+                .collect();
+            {
+                let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+                s.stable_sample = stable;
+                s.canary_sample = canary;
+            }
+            match self
+                .analysis
+                .record(&self.spec.analysis, &self.spec.checks, outcomes)
+            {
+                Verdict::Continue => {}
+                Verdict::Pause(why) => {
+                    self.state.phase = Phase::Paused;
+                    self.save();
+                    self.audit(
+                        "paused",
+                        self.state.canary.as_ref().map(|c| c.digest.as_str()),
+                        &why,
+                    );
+                    self.publish(&format!("paused: {why}"));
+                    return;
+                }
+                Verdict::RollBack(why) => {
+                    self.roll_back(&why, "analysis");
+                    return;
+                }
+            }
+        }
+        let step = self.spec.rollout.steps[self.state.step];
+        let baked = self.step_started.elapsed() >= Duration::from_secs_f64(step.bake_seconds);
+        let measured = self.analysis.measurements > 0
+            || self.spec.checks.is_empty()
+            || step.bake_seconds == 0.0;
+        if baked && measured {
+            if self.state.step + 1 < self.spec.rollout.steps.len() {
+                let next = self.state.step + 1;
+                self.enter_step(next);
+                self.audit(
+                    "step",
+                    self.state.canary.as_ref().map(|c| c.digest.as_str()),
+                    &format!(
+                        "analysis passed; canary at {}%",
+                        self.spec.rollout.steps[next].percent
+                    ),
+                );
+            } else {
+                self.promote("all steps passed analysis");
+            }
+        }
+    }
+
+    fn promote(&mut self, why: &str) {
+        if let Err(e) = self.hook.promote() {
+            self.roll_back(&format!("promotion failed: {e}"), "attach_error");
+            return;
+        }
+        self.finish_promotion(why);
+    }
+
+    fn finish_promotion(&mut self, why: &str) {
+        if let Some(old) = self.state.previous.take() {
+            self.forget_version(&old);
+        }
+        self.state.previous = self.state.stable.take();
+        self.state.previous_until_unix =
+            now_unix() + self.spec.rollout.rollback_window_seconds.ceil() as u64;
+        self.state.stable = self.state.canary.take();
+        self.state.phase = Phase::Stable;
+        self.save();
+        let d = self.state.stable.as_ref().map(|v| v.digest.clone());
+        self.audit("promoted", d.as_deref(), why);
+        self.publish(&format!("promoted: {why}"));
+        self.next_poll = Instant::now();
+    }
+
+    fn count_rollback(&self, reason: &str) {
+        *self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rollbacks
+            .entry(reason.to_string())
+            .or_default() += 1;
+    }
+
+    /// Sends all traffic back to stable and never retries the canary's digest.
+    fn roll_back(&mut self, why: &str, reason_kind: &str) {
+        let took = self.hook.roll_back_canary();
+        if let Ok(t) = &took {
+            self.status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .last_rollback_latency_us = Some(t.as_secs_f64() * 1e6);
+        }
+        self.count_rollback(reason_kind);
+        let canary = self.state.canary.take();
+        self.state.phase = if self.state.stable.is_some() {
+            Phase::Stable
+        } else {
+            Phase::Empty
+        };
+        if let Some(c) = &canary {
+            let _ = std::fs::remove_file(self.hook.pins.join(c.pin_name()));
+            self.reject(&c.digest, "rolled_back", why);
+        } else {
+            self.save();
+        }
+        if let Err(e) = took {
+            self.publish(&format!("rollback incomplete: {e}"));
+        }
+    }
+
+    fn forget_version(&mut self, v: &VersionRecord) {
+        let _ = std::fs::remove_file(self.hook.pins.join(v.pin_name()));
+        let in_use = [&self.state.stable, &self.state.canary]
+            .into_iter()
+            .flatten()
+            .any(|x| x.content_digest == v.content_digest);
+        if !in_use {
+            self.ctx.store.remove(&v.content_digest);
+        }
+    }
+
+    fn release_previous(&mut self) {
+        if let Some(prev) = self.state.previous.take() {
+            self.hook.previous = None;
+            self.forget_version(&prev);
+            self.save();
+            self.audit(
+                "released",
+                Some(&prev.digest),
+                "rollback window closed: previous version unloaded",
+            );
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        let digest = self.state.canary.as_ref().map(|v| v.digest.clone());
+        match (c, self.state.phase) {
+            (Command::Promote, Phase::Canary | Phase::Paused) => {
+                self.promote("promoted by the operator")
+            }
+            (Command::Abort, Phase::Canary | Phase::Paused) => {
+                self.roll_back("aborted by the operator", "operator")
+            }
+            (Command::Abort, Phase::Stable) if self.state.previous.is_some() => {
+                match self.hook.roll_back_to_previous() {
+                    Ok(t) => {
+                        self.status
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .last_rollback_latency_us = Some(t.as_secs_f64() * 1e6);
+                        self.count_rollback("operator");
+                        let bad = self.state.stable.take();
+                        self.state.stable = self.state.previous.take();
+                        if let Some(b) = bad {
+                            let _ = std::fs::remove_file(self.hook.pins.join(b.pin_name()));
+                            self.reject(
+                                &b.digest,
+                                "rolled_back",
+                                "rolled back by the operator within the rollback window",
+                            );
+                        }
+                    }
+                    Err(e) => self.publish(&format!("rollback failed: {e}")),
+                }
+            }
+            (Command::Pause, Phase::Canary) => {
+                self.state.phase = Phase::Paused;
+                self.save();
+                self.audit("paused", digest.as_deref(), "paused by the operator");
+            }
+            (Command::Resume, Phase::Paused) => {
+                self.state.phase = Phase::Canary;
+                self.enter_step(self.state.step);
+                self.audit("resumed", digest.as_deref(), "resumed by the operator");
+            }
+            _ => {}
+        }
+        self.publish(&format!("{c:?} handled"));
+    }
+
+    fn publish_counters(&self) {
+        let c = self.hook.counters();
+        let share = self.hook.share();
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.runs = c.runs;
+        s.aborts = c.aborts;
+        s.canary_percent = if self.state.canary.is_some() {
+            f64::from(share) / 100.0
+        } else {
+            0.0
+        };
+    }
+
+    /// Updates the shared status from the state, with a new message.
+    fn publish(&self, message: &str) {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .message = message.to_string();
+        self.refresh();
+    }
+
+    /// Updates the shared status from the state.
+    fn refresh(&self) {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.name = self.spec.name.clone();
+        s.artifact = self.spec.artifact.clone();
+        s.hook = self.spec.hook.to_string();
+        s.phase = self.state.phase;
+        s.stable = self.state.stable.as_ref().map(|v| v.digest.clone());
+        s.canary = self.state.canary.as_ref().map(|v| v.digest.clone());
+        s.previous = self.state.previous.as_ref().map(|v| v.digest.clone());
+        s.step = self.state.canary.as_ref().map(|_| self.state.step);
+        s.steps = self.spec.rollout.steps.len();
+        s.split = match (self.spec.rollout.split, self.hook.kind().has_flows()) {
+            (crate::kernel::SplitMode::FlowHash, true) => "flow_hash".into(),
+            (crate::kernel::SplitMode::FlowHash, false) => {
+                "random (tracepoint events carry no flow: per-event split)".into()
+            }
+            (crate::kernel::SplitMode::Random, _) => "random".into(),
+        };
+        s.fleet_bucket = fleet_bucket(&self.salt, &self.ctx.host_id);
+        s.in_fleet_cohort = f64::from(s.fleet_bucket) < self.spec.rollout.fleet_percent * 100.0;
+        s.analysis = self.analysis.clone();
+        s.program_ids = self.hook.program_ids();
+        s.rejected = self.state.rejected.clone();
+    }
+}
+
+/// The last lines of a verifier log (status keeps the tail, the full log can be megabytes).
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+impl HookRuntime {
+    /// The hook family.
+    pub fn kind(&self) -> HookKind {
+        self.hook.kind()
+    }
+}

@@ -1,0 +1,295 @@
+//! A whole rollout environment: a real docker-registry, signing keys, a policy, the agent
+//! binary running with a config, and helpers to publish versions and watch the agent.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bpfship_agent::control::{Request, request};
+use bpfship_registry::testing::TestRegistry;
+use bpfship_registry::{Client, ClientOptions, Reference};
+use bpfship_trust::sign::{SignatureFormat, sign_descriptor};
+use bpfship_verifier::keys::PrivateKey;
+
+/// Who signs a published version.
+#[derive(Debug, Clone, Copy)]
+pub enum Signer {
+    Trusted,
+    Untrusted,
+    Unsigned,
+}
+
+pub struct Harness {
+    pub registry: TestRegistry,
+    pub client: Client,
+    pub trusted: PrivateKey,
+    pub untrusted: PrivateKey,
+    pub dir: tempfile::TempDir,
+    pub pin_root: PathBuf,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub metrics: String,
+    agent: Option<Child>,
+}
+
+/// Everything after `http(s)://`.
+pub fn host(url: &str) -> &str {
+    url.split("://").nth(1).unwrap_or(url)
+}
+
+impl Harness {
+    /// Starts the registry and writes the policy; `deployments` is the TOML of the deployment
+    /// tables, with `{registry}` replaced by the registry's address.
+    pub fn new(tag: &str, deployments: &str) -> Harness {
+        let registry =
+            TestRegistry::start().expect("docker-registry starts (run scripts/setup.sh)");
+        let client = Client::new(ClientOptions::default()).unwrap();
+        let trusted = PrivateKey::generate();
+        let untrusted = PrivateKey::generate();
+        let dir = tempfile::tempdir().unwrap();
+        let policy = format!(
+            "version = 1\n[[trust]]\nrepositories = [\"127.0.0.1:*/**\"]\nkeys = [\"\"\"\n{}\"\"\"]\n\
+             [ebpf]\nallowed_program_types = [\"xdp\", \"sched_cls\", \"tracepoint\"]\nrequire_btf = true\n",
+            trusted.public_key().to_pem()
+        );
+        std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+        let pin_root = PathBuf::from(format!(
+            "/sys/fs/bpf/bpfship-test-{tag}-{}",
+            std::process::id()
+        ));
+        let socket = dir.path().join("agent.sock");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let metrics = format!("127.0.0.1:{port}");
+        let config = dir.path().join("agent.toml");
+        let text = format!(
+            "host_id = \"test-host\"\nstate_dir = \"state\"\npin_root = \"{}\"\ncontrol_socket = \"{}\"\n\
+             metrics_address = \"{metrics}\"\npolicy = \"policy.toml\"\npoll_interval_seconds = 0.3\n{}",
+            pin_root.display(),
+            socket.display(),
+            deployments.replace("{registry}", host(&registry.url()))
+        );
+        std::fs::write(&config, text).unwrap();
+        Harness {
+            registry,
+            client,
+            trusted,
+            untrusted,
+            dir,
+            pin_root,
+            config,
+            socket,
+            metrics,
+            agent: None,
+        }
+    }
+
+    /// `127.0.0.1:PORT/<repo>`.
+    pub fn repo(&self, repo: &str) -> String {
+        format!("{}/{repo}", host(&self.registry.url()))
+    }
+
+    /// Pushes a built test object to `repo:tag`, signed as asked; returns the manifest digest.
+    pub fn publish(&self, object: &str, repo: &str, tag: &str, signer: Signer) -> String {
+        let key = match signer {
+            Signer::Trusted => Some(&self.trusted),
+            Signer::Untrusted => Some(&self.untrusted),
+            Signer::Unsigned => None,
+        };
+        let bytes = super::object(object);
+        let inspection = bpfship_trust::content::inspect(&bytes, None).unwrap();
+        let target = Reference::parse(&format!("{}:{tag}", self.repo(repo))).unwrap();
+        let published = bpfship_trust::publish::push(
+            &self.client,
+            &target,
+            tag,
+            &format!("{object}.o"),
+            &bytes,
+            &inspection,
+            None,
+        )
+        .unwrap();
+        if let Some(k) = key {
+            sign_descriptor(
+                &self.client,
+                &target,
+                &published.descriptor,
+                k,
+                SignatureFormat::Both,
+            )
+            .unwrap();
+        }
+        published.descriptor.digest
+    }
+
+    pub fn start_agent(&mut self) {
+        assert!(self.agent.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_bpfship-agent"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("agent starts");
+        self.agent = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.status().is_none() {
+            let exited = self
+                .agent
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "the agent did not start ({exited:?}):\n{}",
+                self.agent_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no chance to clean up, as in a crash.
+    pub fn kill_agent(&mut self) {
+        if let Some(mut c) = self.agent.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    pub fn audit_log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("state/audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit lines are JSON"))
+            .collect()
+    }
+
+    /// Sends a control command; returns the first deployment's status.
+    pub fn control(
+        &self,
+        command: &str,
+        deployment: Option<&str>,
+    ) -> Result<serde_json::Value, String> {
+        let r = request(
+            &self.socket,
+            &Request {
+                command: command.into(),
+                deployment: deployment.map(str::to_owned),
+            },
+        )?;
+        if !r.ok {
+            return Err(r.error.unwrap_or_default());
+        }
+        r.deployments
+            .into_iter()
+            .next()
+            .ok_or_else(|| "no deployments".to_string())
+    }
+
+    pub fn status(&self) -> Option<serde_json::Value> {
+        self.control("status", None).ok()
+    }
+
+    /// Polls the status until `pred` holds; panics with the last status and the agent's log
+    /// after `timeout`.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if self.agent.is_none() {
+                panic!(
+                    "waiting for {what}: the agent is not running\nagent log:\n{}",
+                    self.agent_log()
+                );
+            }
+            if let Some(s) = self.status() {
+                if pred(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "timed out waiting for {what}; last status: {}\nagent log:\n{}",
+            serde_json::to_string_pretty(&last).unwrap_or_default(),
+            self.agent_log()
+        );
+    }
+
+    /// The Prometheus metrics text.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.metrics).expect("metrics listener");
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// The pin path of a version's program for `deployment`.
+    pub fn version_pin(&self, deployment: &str, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.pin_root
+            .join(deployment)
+            .join(format!("v-{}", &hex[..16]))
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.kill_agent();
+        if let Ok(entries) = std::fs::read_dir(&self.pin_root) {
+            for e in entries.flatten() {
+                bpfship_agent::hook::HookRuntime::remove_all(&e.path());
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.pin_root);
+    }
+}
+
+/// Loaded programs whose kernel name is `name`.
+pub fn programs_named(name: &str) -> Vec<u32> {
+    use bpfship_agent::kernel::sys;
+    sys::loaded_prog_ids()
+        .into_iter()
+        .filter(|id| {
+            sys::prog_by_id(*id)
+                .ok()
+                .and_then(|fd| sys::prog_info(&fd).ok())
+                .is_some_and(|i| i.name == name)
+        })
+        .collect()
+}
+
+/// The good-events counter (`bpfship_health` key 0) of the program pinned at `pin`.
+pub fn good_events(pin: &Path) -> u64 {
+    use bpfship_agent::kernel::sys;
+    let fd = sys::obj_get(pin).expect("version pinned");
+    for id in sys::prog_map_ids(&fd).unwrap() {
+        let map = sys::map_by_id(id).unwrap();
+        if sys::map_info(&map).unwrap().name == "bpfship_health" {
+            let mut v = [0u8; 8];
+            sys::map_lookup(&map, &0u32.to_ne_bytes(), &mut v).unwrap();
+            return u64::from_ne_bytes(v);
+        }
+    }
+    panic!("no bpfship_health map");
+}

@@ -1,0 +1,294 @@
+//! The agent end to end, as root, on the real kernel and a real registry: an XDP deployment on
+//! a veth pair into a network namespace, with signed versions built from testdata and UDP
+//! traffic, through canary, promotion, automatic rollbacks, refusals, a registry outage and
+//! SIGKILL restarts. Plus a tracepoint deployment split per event.
+
+mod common;
+
+use std::time::Duration;
+
+use common::harness::{Harness, Signer, good_events, programs_named};
+use common::{UdpCounter, VethPair};
+use serde_json::Value;
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn rejected(s: &Value, digest: &str) -> Option<String> {
+    s["rejected"]
+        .as_array()?
+        .iter()
+        .find(|r| r["digest"] == digest)
+        .map(|r| r["reason"].as_str().unwrap_or_default().to_string())
+}
+
+fn xdp_deployment(interface: &str) -> String {
+    format!(
+        r#"
+[[deployment]]
+name = "edge"
+artifact = "{{registry}}/agent/xdp:stable"
+program = "filter"
+hook = {{ type = "xdp", interface = "{interface}", mode = "generic" }}
+[deployment.rollout]
+steps = [{{ percent = 10, bake_seconds = 3 }}, {{ percent = 50, bake_seconds = 1 }}, {{ percent = 100, bake_seconds = 1 }}]
+rollback_window_seconds = 600
+[deployment.analysis]
+interval_seconds = 0.5
+failure_limit = 0
+[[deployment.checks]]
+type = "aborts"
+max = 0.0
+[[deployment.checks]]
+type = "bad_events"
+max = 0.01
+"#
+    )
+}
+
+/// Sends `count` datagrams in `flows` flows and checks every one arrived.
+fn send_all_received(veth: &VethPair, rx: &UdpCounter, count: u32, flows: u32) {
+    let before = rx.received();
+    veth.send_udp(rx.port, count, flows);
+    let got = rx.received() - before;
+    assert_eq!(
+        got,
+        u64::from(count),
+        "packets lost: sent {count}, received {got}"
+    );
+}
+
+#[test]
+fn xdp_rollout_story() {
+    if !common::can_use_kernel("xdp_rollout_story") {
+        return;
+    }
+    let veth = VethPair::create("ag1", 232);
+    let rx = UdpCounter::bind(&veth.host_ip);
+    let mut h = Harness::new("xdp", &xdp_deployment(&veth.host));
+
+    // v1: first version, attached directly.
+    let d1 = h.publish("v1", "agent/xdp", "stable", Signer::Trusted);
+    h.start_agent();
+    h.wait_for("v1 stable", 20 * SEC, |s| {
+        s["phase"] == "stable" && s["stable"] == d1.as_str()
+    });
+    send_all_received(&veth, &rx, 1000, 50);
+
+    // Scenario 1: v2 canaried at 10% (per flow), steps advance, promoted, nothing lost.
+    let d2 = h.publish("v2", "agent/xdp", "stable", Signer::Trusted);
+    let s = h.wait_for("v2 canary at 10%", 15 * SEC, |s| {
+        s["canary"] == d2.as_str() && s["step"] == 0
+    });
+    assert_eq!(s["split"], "flow_hash");
+    let pin2 = h.version_pin("edge", &d2);
+    let seen_before = good_events(&pin2);
+    send_all_received(&veth, &rx, 5000, 1000);
+    let share = (good_events(&pin2) - seen_before) as f64 / 5000.0;
+    // Flows are the unit of the split: 1000 flows at p = 0.1.
+    let z = (share - 0.10) / (0.10f64 * 0.90 / 1000.0).sqrt();
+    assert!(
+        z.abs() < 4.0,
+        "v2 saw {:.3} of packets at a 10% step (z = {z:.2})",
+        share
+    );
+    let s = h.wait_for("v2 promoted", 20 * SEC, |s| {
+        s["phase"] == "stable" && s["stable"] == d2.as_str()
+    });
+    assert_eq!(
+        s["previous"],
+        d1.as_str(),
+        "v1 kept loaded through the rollback window"
+    );
+    assert!(h.version_pin("edge", &d1).exists());
+    send_all_received(&veth, &rx, 2000, 100);
+    let audit = h.audit_log();
+    for action in ["installed", "canary", "step", "promoted"] {
+        assert!(
+            audit.iter().any(|e| e["action"] == action),
+            "audit has {action}: {audit:?}"
+        );
+    }
+
+    // Scenario 2: v3 aborts → rolled back on its own; v2 serves; never retried.
+    let d3 = h.publish("v3_abort", "agent/xdp", "stable", Signer::Trusted);
+    h.wait_for("v3 canary", 15 * SEC, |s| s["canary"] == d3.as_str());
+    for _ in 0..40 {
+        veth.send_udp(rx.port, 300, 300);
+        if h.status().is_some_and(|s| rejected(&s, &d3).is_some()) {
+            break;
+        }
+    }
+    let s = h.wait_for("v3 rolled back", 10 * SEC, |s| rejected(s, &d3).is_some());
+    let reason = rejected(&s, &d3).unwrap();
+    assert!(reason.contains("aborts"), "reason: {reason}");
+    assert_eq!(s["stable"], d2.as_str());
+    assert!(s["rollbacks"]["analysis"].as_u64() >= Some(1));
+    assert!(
+        h.metrics()
+            .contains("bpfship_rollbacks_total{deployment=\"edge\",reason=\"analysis\"}")
+    );
+    send_all_received(&veth, &rx, 1000, 100);
+    std::thread::sleep(2 * SEC); // several polls: the tag still names v3
+    let rollbacks_of_v3 = h
+        .audit_log()
+        .iter()
+        .filter(|e| e["action"] == "rolled_back" && e["digest"] == d3.as_str())
+        .count();
+    assert_eq!(rollbacks_of_v3, 1, "v3's digest must not be retried");
+    assert!(!h.version_pin("edge", &d3).exists(), "v3 unpinned");
+
+    // Its declared error counter climbs: rolled back by the bad_events check.
+    let d3c = h.publish("v3_counter", "agent/xdp", "stable", Signer::Trusted);
+    h.wait_for("v3c canary", 15 * SEC, |s| s["canary"] == d3c.as_str());
+    for _ in 0..40 {
+        veth.send_udp(rx.port, 300, 300);
+        if h.status().is_some_and(|s| rejected(&s, &d3c).is_some()) {
+            break;
+        }
+    }
+    let s = h.wait_for("v3c rolled back", 10 * SEC, |s| rejected(s, &d3c).is_some());
+    assert!(rejected(&s, &d3c).unwrap().contains("bad_events"), "{s}");
+
+    // Scenario 3: unsigned, and signed by an untrusted key → refused, never loaded.
+    let filters_before = programs_named("filter").len();
+    let d4 = h.publish("v4", "agent/xdp", "stable", Signer::Unsigned);
+    let s = h.wait_for("v4 refused", 15 * SEC, |s| rejected(s, &d4).is_some());
+    assert!(rejected(&s, &d4).unwrap().contains("no signatures"), "{s}");
+    assert_eq!(s["last_verification"]["ok"], false);
+    let d4b = h.publish("v7", "agent/xdp", "stable", Signer::Untrusted);
+    let s = h.wait_for("v4' refused", 15 * SEC, |s| rejected(s, &d4b).is_some());
+    assert!(
+        rejected(&s, &d4b).unwrap().contains("no valid signature"),
+        "{s}"
+    );
+    assert_eq!(
+        programs_named("filter").len(),
+        filters_before,
+        "refused versions never reach the kernel"
+    );
+    assert!(
+        h.audit_log()
+            .iter()
+            .any(|e| e["action"] == "refused" && e["digest"] == d4.as_str())
+    );
+
+    // Scenario 4: the kernel verifier rejects v5 → rolled back, log in status, v2 untouched.
+    let d5 = h.publish("v5_reject", "agent/xdp", "stable", Signer::Trusted);
+    let s = h.wait_for("v5 rejected", 15 * SEC, |s| rejected(s, &d5).is_some());
+    assert!(rejected(&s, &d5).unwrap().contains("verifier"), "{s}");
+    assert!(
+        s["verifier_log"].as_str().is_some_and(|l| !l.is_empty()),
+        "{s}"
+    );
+    assert_eq!(s["stable"], d2.as_str());
+    send_all_received(&veth, &rx, 500, 50);
+
+    // Scenario 6: registry down → stable keeps serving, status says so; back → carries on.
+    h.registry.stop();
+    h.wait_for("registry reported down", 10 * SEC, |s| {
+        s["registry"] != "ok"
+    });
+    send_all_received(&veth, &rx, 500, 50);
+    h.registry.restart().unwrap();
+    h.wait_for("registry back", 15 * SEC, |s| s["registry"] == "ok");
+    let d6 = h.publish("v6", "agent/xdp", "stable", Signer::Trusted);
+    h.wait_for("v6 canary", 15 * SEC, |s| s["canary"] == d6.as_str());
+    // The registry may go away again mid-canary: the rollout does not need it.
+    h.registry.stop();
+
+    // Scenario 5: SIGKILL while the canary bakes: traffic still flows, the restarted agent
+    // adopts the pins, resumes, never attaches twice, and promotes.
+    h.kill_agent();
+    send_all_received(&veth, &rx, 1000, 100);
+    h.start_agent();
+    let s = h.wait_for("v6 canary resumed", 10 * SEC, |s| {
+        s["canary"] == d6.as_str()
+    });
+    assert_eq!(
+        programs_named("bpfship_disp").len(),
+        1,
+        "one dispatcher, adopted: {s}"
+    );
+    send_all_received(&veth, &rx, 1000, 100);
+    h.wait_for("v6 promoted", 20 * SEC, |s| {
+        s["phase"] == "stable" && s["stable"] == d6.as_str()
+    });
+    // Killed right after promotion: settles with v6 serving, v2 kept for the window, v1 gone.
+    h.kill_agent();
+    h.start_agent();
+    let s = h.wait_for("settled after restart", 10 * SEC, |s| {
+        s["stable"] == d6.as_str()
+    });
+    assert_eq!(s["previous"], d2.as_str());
+    assert_eq!(
+        programs_named("filter").len(),
+        filters_before,
+        "no orphaned versions: {s}"
+    );
+    send_all_received(&veth, &rx, 1000, 100);
+
+    // A late rollback within the window, by the operator: one link update back to v2.
+    let s = h.control("abort", Some("edge")).unwrap();
+    let s = if s["stable"] == d2.as_str() {
+        s
+    } else {
+        h.wait_for("late rollback", 5 * SEC, |s| s["stable"] == d2.as_str())
+    };
+    assert!(s["last_rollback_latency_us"].as_f64().is_some());
+    send_all_received(&veth, &rx, 1000, 100);
+}
+
+#[test]
+fn tracepoint_deployment_splits_by_event() {
+    if !common::can_use_kernel("tracepoint_deployment_splits_by_event") {
+        return;
+    }
+    if !std::path::Path::new("/sys/kernel/tracing/events/syscalls/sys_enter_getpid").exists() {
+        eprintln!(
+            "SKIP tracepoint_deployment_splits_by_event: tracefs is not mounted at /sys/kernel/tracing (scripts/setup.sh mounts it)"
+        );
+        return;
+    }
+    let deployment = r#"
+[[deployment]]
+name = "events"
+artifact = "{registry}/agent/events:stable"
+program = "events"
+hook = { type = "tracepoint", category = "syscalls", name = "sys_enter_getpid" }
+[deployment.rollout]
+steps = [{ percent = 25, bake_seconds = 2 }, { percent = 100, bake_seconds = 0.5 }]
+[deployment.analysis]
+interval_seconds = 0.5
+[[deployment.checks]]
+type = "bad_events"
+max = 0.0
+"#;
+    let mut h = Harness::new("tp", deployment);
+    let d1 = h.publish("tp1", "agent/events", "stable", Signer::Trusted);
+    h.start_agent();
+    h.wait_for("tp1 stable", 20 * SEC, |s| s["stable"] == d1.as_str());
+    let d2 = h.publish("tp2", "agent/events", "stable", Signer::Trusted);
+    let s = h.wait_for("tp2 canary", 15 * SEC, |s| s["canary"] == d2.as_str());
+    assert!(
+        s["split"].as_str().unwrap().starts_with("random"),
+        "tracepoints split per event: {s}"
+    );
+    let pin = h.version_pin("events", &d2);
+    // tp2 adds 2 per event it sees.
+    let before = good_events(&pin);
+    let n = 20_000u64;
+    for _ in 0..n {
+        // SAFETY: getpid has no preconditions; the raw syscall avoids libc's pid cache.
+        unsafe { libc::syscall(libc::SYS_getpid) };
+    }
+    let seen = (good_events(&pin) - before) / 2;
+    // Other processes call getpid too: the canary sees ≥ its share of ours, and not all events.
+    let share = seen as f64 / n as f64;
+    assert!(
+        share > 0.20 && share < 0.40,
+        "canary saw {share:.3} of getpid events at 25%"
+    );
+    h.wait_for("tp2 promoted", 20 * SEC, |s| {
+        s["phase"] == "stable" && s["stable"] == d2.as_str()
+    });
+}

@@ -1,0 +1,45 @@
+//! Pushing inspected content: package it (bpfman image or Wasm artifact), push config, layer
+//! and manifest, and return the manifest's descriptor (what gets signed).
+
+use bpfship_registry::manifest::OCI_MANIFEST;
+use bpfship_registry::{Client, Descriptor, Reference, RegistryError};
+use bpfship_verifier::policy::Policy;
+
+use crate::content::{ContentError, Inspection, package};
+
+/// Why a push failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// What was pushed.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub descriptor: Descriptor,
+    pub kind: bpfship_registry::artifact::ArtifactKind,
+}
+
+/// Packages `bytes` (already inspected, and valid) and pushes it to `target` under `tag`.
+pub fn push(
+    client: &Client,
+    target: &Reference,
+    tag: &str,
+    file_name: &str,
+    bytes: &[u8],
+    inspection: &Inspection,
+    policy: Option<&Policy>,
+) -> Result<Published, PublishError> {
+    let packaged = package(file_name, bytes, inspection, policy)?;
+    client.push_blob(target, &packaged.config_media_type, &packaged.config)?;
+    client.push_blob(target, &packaged.layer_media_type, &packaged.layer)?;
+    let descriptor =
+        client.push_manifest(target, tag, OCI_MANIFEST, &packaged.manifest.to_bytes())?;
+    Ok(Published {
+        descriptor,
+        kind: packaged.kind,
+    })
+}
