@@ -395,3 +395,104 @@ fn shipped_policies_load() {
         );
     }
 }
+
+#[test]
+fn tls_registry_with_basic_auth() {
+    let (reg, ca) =
+        match bpfship_registry::testing::TestRegistry::start_tls_basic_auth("ci", "s3cret") {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("SKIP: {e}");
+                return;
+            }
+        };
+    let w = Work::new();
+    let ca = w.write("ca.pem", &ca);
+    let (key, public) = w.key_pair("k");
+    let wasm = w.write("handler.wasm", &common::wasm("handler"));
+    let r = format!("{}/private/handler:v1", reg.address);
+    let with_password = |args: &[&str]| {
+        use std::io::Write as _;
+        let mut child = w
+            .cmd()
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // No credentials: denied, exit 2, saying so.
+    let denied = w.run([
+        "push",
+        "--registry-cacert",
+        s(&ca),
+        "--key",
+        s(&key),
+        s(&wasm),
+        &r,
+    ]);
+    assert_eq!(denied.code, Some(2), "{denied:?}");
+    assert!(denied.stderr.contains("access denied"), "{}", denied.stderr);
+    // The CA not given: the self-signed certificate is not trusted, nothing is pushed.
+    let untrusted = with_password(&["push", "--username", "ci", "--password-stdin", s(&wasm), &r]);
+    assert_eq!(untrusted.status.code(), Some(2));
+    // --username/--password-stdin with the CA: pushed and signed.
+    let o = with_password(&[
+        "push",
+        "--registry-cacert",
+        s(&ca),
+        "--username",
+        "ci",
+        "--password-stdin",
+        "--key",
+        s(&key),
+        s(&wasm),
+        &r,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Credentials from the docker config (DOCKER_CONFIG): verify and pull.
+    w.write(
+        "docker/config.json",
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"Y2k6czNjcmV0"}}}}}}"#,
+            reg.address
+        )
+        .as_bytes(),
+    );
+    let v = w
+        .run([
+            "verify",
+            "--output",
+            "json",
+            "--registry-cacert",
+            s(&ca),
+            "--key",
+            s(&public),
+            &r,
+        ])
+        .json();
+    assert_eq!(
+        v["verified"]["signatures"].as_array().unwrap().len(),
+        2,
+        "{v}"
+    );
+    let out = w.path("out");
+    w.run([
+        "pull",
+        "--registry-cacert",
+        s(&ca),
+        "--key",
+        s(&public),
+        &r,
+        "-o",
+        s(&out),
+    ])
+    .expect(0);
+    assert_eq!(
+        std::fs::read(out.join("handler.wasm")).unwrap(),
+        std::fs::read(&wasm).unwrap()
+    );
+}
