@@ -28,6 +28,20 @@ best_of() {
   echo "$best"
 }
 
+# best_of_pair N CMD_A CMD_B: alternates the two commands (single words: functions or programs
+# without arguments) N times each, so load from elsewhere hits both alike; prints "BEST_A BEST_B".
+best_of_pair() {
+  local n=$1 a=$2 b=$3 ta tb
+  local best_a="" best_b=""
+  for ((j = 0; j < n; j++)); do
+    ta=$(best_of 1 "$a") || return 1
+    tb=$(best_of 1 "$b") || return 1
+    if [ -z "$best_a" ] || awk -v x="$ta" -v y="$best_a" 'BEGIN{exit !(x<y)}'; then best_a=$ta; fi
+    if [ -z "$best_b" ] || awk -v x="$tb" -v y="$best_b" 'BEGIN{exit !(x<y)}'; then best_b=$tb; fi
+  done
+  echo "$best_a $best_b"
+}
+
 # calc EXPR: floating-point arithmetic with awk.
 calc() { awk "BEGIN{printf \"%s\", $1}"; }
 fmt() { awk -v v="$1" -v p="${2:-3}" 'BEGIN{printf "%.*f", p, v}'; }

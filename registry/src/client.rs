@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::blocking::{Client as Http, RequestBuilder, Response};
-use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 
 use crate::auth::{AuthError, Credentials};
 use crate::manifest::{ACCEPTED_MANIFESTS, Descriptor, ImageIndex, OCI_INDEX, sha256_digest};
@@ -134,12 +134,19 @@ impl Client {
         {
             return s;
         }
+        // Asked in plain HTTP first (no credentials are sent): a plain registry answers `/v2/` at
+        // once (200 or 401), a TLS one answers 400 ("HTTP request to an HTTPS server") or hangs
+        // up. Asking in TLS first costs a handshake against a plain-HTTP server, which only
+        // answers once it finds a line break in the ClientHello: tens to hundreds of ms.
         let probe = self
             .http
-            .get(format!("https://{}/v2/", r.registry))
+            .get(format!("http://{}/v2/", r.registry))
             .timeout(Duration::from_secs(5))
             .send();
-        let scheme = if probe.is_ok() { "https" } else { "http" };
+        let scheme = match probe {
+            Ok(resp) if resp.status() != StatusCode::BAD_REQUEST => "http",
+            _ => "https",
+        };
         if let Ok(mut m) = self.schemes.lock() {
             m.insert(r.registry.clone(), scheme);
         }
@@ -261,7 +268,9 @@ impl Client {
         let resp = check_status(resp, r)?;
         let media_type = header(&resp, CONTENT_TYPE.as_str());
         let digest = header(&resp, "docker-content-digest");
-        let size = resp.content_length();
+        // From the header: a HEAD response has no body, so `content_length()` (the body's size)
+        // says 0 and would send every resolve on to a GET.
+        let size = header(&resp, CONTENT_LENGTH.as_str()).and_then(|n| n.parse::<u64>().ok());
         match (media_type, digest, size) {
             (Some(media_type), Some(digest), Some(size)) if is_sha256(&digest) && size > 0 => {
                 if let Some(pinned) = &r.digest
@@ -467,19 +476,40 @@ impl Client {
     }
 
     /// Fetches the manifest tagged `tag`, if the tag exists, with its digest checked against the
-    /// registry's; `Ok(None)` when there is no such tag.
+    /// registry's; `Ok(None)` when there is no such tag. One GET: the digest is that of the bytes
+    /// received (the tag is resolved once, by this fetch).
     pub fn fetch_tag(
         &self,
         r: &Reference,
         tag: &str,
     ) -> Result<Option<(Vec<u8>, Descriptor)>, RegistryError> {
         let at = r.with_tag(tag);
-        let d = match self.resolve(&at) {
-            Ok(d) => d,
+        let url = format!("{}/manifests/{tag}", self.base(&at));
+        let resp = self.send(&at, false, &|| {
+            self.http
+                .get(&url)
+                .header(ACCEPT, ACCEPTED_MANIFESTS.join(", "))
+        })?;
+        let resp = match check_status(resp, &at) {
+            Ok(resp) => resp,
             Err(RegistryError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let (bytes, _) = self.fetch_manifest(&at, &d.digest)?;
+        let media_type = header(&resp, CONTENT_TYPE.as_str()).unwrap_or_default();
+        let registry_digest = header(&resp, "docker-content-digest");
+        let bytes = read_limited(resp, MAX_MANIFEST_BYTES, &at)?;
+        let d = Descriptor::of(&media_type, &bytes);
+        if let Some(claimed) = registry_digest
+            && is_sha256(&claimed)
+            && claimed != d.digest
+        {
+            return Err(RegistryError::DigestMismatch {
+                what: "manifest",
+                reference: at.to_string(),
+                expected: claimed,
+                actual: d.digest,
+            });
+        }
         Ok(Some((bytes, d)))
     }
 }
