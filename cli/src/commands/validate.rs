@@ -30,6 +30,14 @@ struct FileResult {
     outcome: Outcome,
 }
 
+/// `--output json`: serialized straight from the results (no intermediate `serde_json::Value`
+/// copy of reports that can list hundreds of thousands of exports).
+#[derive(Serialize)]
+struct JsonOutput<'a> {
+    files: &'a [FileResult],
+    policy_digest: Option<&'a str>,
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "snake_case")]
 enum Outcome {
@@ -46,10 +54,10 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
         .map_err(Failure::from)?;
     let results = validate_all(&args.files, policy.as_ref());
     match out {
-        OutputFormat::Json => print_json(&serde_json::json!({
-            "policy_digest": policy.as_ref().map(|p| &p.digest),
-            "files": results,
-        }))?,
+        OutputFormat::Json => print_json(&JsonOutput {
+            files: &results,
+            policy_digest: policy.as_ref().map(|p| p.digest.as_str()),
+        })?,
         OutputFormat::Sarif => print_json(&crate::sarif::to_sarif(results.iter().map(|r| {
             (
                 r.file.as_path(),
