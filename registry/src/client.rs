@@ -388,18 +388,23 @@ impl Client {
         Ok(bytes)
     }
 
-    /// Uploads a blob unless the registry has it; returns its descriptor.
+    /// Uploads a blob unless the registry has it; returns its descriptor. Small blobs (configs,
+    /// signature payloads) are uploaded without asking first: the question costs as much as the
+    /// answer.
     pub fn push_blob(
         &self,
         r: &Reference,
         media_type: &str,
         bytes: &[u8],
     ) -> Result<Descriptor, RegistryError> {
+        const ASK_FIRST_ABOVE: usize = 16 * 1024;
         let d = Descriptor::of(media_type, bytes);
-        let blob_url = format!("{}/blobs/{}", self.base(r), d.digest);
-        let head = self.send(r, true, &|| self.http.head(&blob_url))?;
-        if head.status().is_success() {
-            return Ok(d);
+        if bytes.len() > ASK_FIRST_ABOVE {
+            let blob_url = format!("{}/blobs/{}", self.base(r), d.digest);
+            let head = self.send(r, true, &|| self.http.head(&blob_url))?;
+            if head.status().is_success() {
+                return Ok(d);
+            }
         }
         let start_url = format!("{}/blobs/uploads/", self.base(r));
         let resp = self.send(r, true, &|| {

@@ -34,8 +34,16 @@ pub fn push(
     policy: Option<&Policy>,
 ) -> Result<Published, PublishError> {
     let packaged = package(file_name, bytes, inspection, policy)?;
-    client.push_blob(target, &packaged.config_media_type, &packaged.config)?;
-    client.push_blob(target, &packaged.layer_media_type, &packaged.layer)?;
+    // Config and layer go up at once, each on its own connection: a push is mostly round trips.
+    std::thread::scope(|s| {
+        let config =
+            s.spawn(|| client.push_blob(target, &packaged.config_media_type, &packaged.config));
+        let layer = client.push_blob(target, &packaged.layer_media_type, &packaged.layer);
+        let config = config
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        config.and(layer)
+    })?;
     let descriptor =
         client.push_manifest(target, tag, OCI_MANIFEST, &packaged.manifest.to_bytes())?;
     Ok(Published {

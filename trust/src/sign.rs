@@ -59,14 +59,22 @@ pub fn sign_descriptor(
         legacy: None,
         bundle: None,
     };
-    if matches!(format, SignatureFormat::Legacy | SignatureFormat::Both) {
+    let legacy = || -> Result<Option<String>, SignError> {
+        if !matches!(format, SignatureFormat::Legacy | SignatureFormat::Both) {
+            return Ok(None);
+        }
         let payload = simple_signing_payload(&repo.repository_path(), &subject.digest);
         let signature = B64.encode(key.sign(&payload));
-        out.legacy = Some(push_legacy(client, repo, &subject.digest, &payload, &signature)?.digest);
-    }
-    if matches!(format, SignatureFormat::Bundle | SignatureFormat::Both) {
+        Ok(Some(
+            push_legacy(client, repo, &subject.digest, &payload, &signature)?.digest,
+        ))
+    };
+    let bundle = || -> Result<Option<String>, SignError> {
+        if !matches!(format, SignatureFormat::Bundle | SignatureFormat::Both) {
+            return Ok(None);
+        }
         let b = bundle::sign_image(key, &subject.digest)?;
-        out.bundle = Some(
+        Ok(Some(
             push_bundle(
                 client,
                 repo,
@@ -75,8 +83,19 @@ pub fn sign_descriptor(
                 Some(bundle::COSIGN_SIGN_PREDICATE),
             )?
             .digest,
-        );
-    }
+        ))
+    };
+    // The two layouts share no blob or tag: written at once, each on its own connection.
+    let (legacy, bundle) = std::thread::scope(|s| {
+        let legacy = s.spawn(legacy);
+        let bundle = bundle();
+        let legacy = legacy
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (legacy, bundle)
+    });
+    out.legacy = legacy?;
+    out.bundle = bundle?;
     tracing::info!(reference = %out.reference, "signed");
     Ok(out)
 }

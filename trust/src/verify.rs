@@ -159,8 +159,16 @@ fn verify_digest(
         })?;
     let mut reasons = Vec::new();
     let mut signatures = Vec::new();
-    let legacy = fetch_legacy(client, repo, digest)?;
-    let bundles = fetch_bundles(client, repo, digest)?;
+    // Both signature layouts are looked up at once, each on its own connection.
+    let (legacy, bundles) = std::thread::scope(|s| {
+        let legacy = s.spawn(|| fetch_legacy(client, repo, digest));
+        let bundles = fetch_bundles(client, repo, digest);
+        let legacy = legacy
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (legacy, bundles)
+    });
+    let (legacy, bundles) = (legacy?, bundles?);
     for sig in &legacy {
         let mut last = None;
         for key in keys {
