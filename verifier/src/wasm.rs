@@ -43,7 +43,10 @@ pub struct WasmImport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WasmExport {
     pub name: String,
-    pub kind: String,
+    /// `func`, `table`, `memory`, `global`, `tag`…; for components `module`, `func`, `value`,
+    /// `type`, `instance`, `component`. A static name: large modules export hundreds of thousands
+    /// of symbols.
+    pub kind: &'static str,
 }
 
 /// A declared memory (64 KiB pages).
@@ -101,8 +104,7 @@ fn kind_name(t: &TypeRef) -> &'static str {
     }
 }
 
-/// The lowercase name of an export's kind (as `format!("{:?}").to_lowercase()` would give, without
-/// the two allocations per export: large modules export hundreds of thousands of symbols).
+/// The lowercase name of an export's kind (what `format!("{:?}").to_lowercase()` gives).
 fn external_kind_name(k: wasmparser::ExternalKind) -> &'static str {
     use wasmparser::ExternalKind as K;
     match k {
@@ -112,6 +114,19 @@ fn external_kind_name(k: wasmparser::ExternalKind) -> &'static str {
         K::Memory => "memory",
         K::Global => "global",
         K::Tag => "tag",
+    }
+}
+
+/// The lowercase name of a component export's kind (what `format!("{:?}").to_lowercase()` gives).
+fn component_kind_name(k: wasmparser::ComponentExternalKind) -> &'static str {
+    use wasmparser::ComponentExternalKind as K;
+    match k {
+        K::Module => "module",
+        K::Func => "func",
+        K::Value => "value",
+        K::Type => "type",
+        K::Instance => "instance",
+        K::Component => "component",
     }
 }
 
@@ -276,7 +291,7 @@ fn collect(payload: &Payload, depth: usize, report: &mut WasmReport) -> wasmpars
                 let export = export?;
                 report.exports.push(WasmExport {
                     name: export.name.to_owned(),
-                    kind: external_kind_name(export.kind).to_owned(),
+                    kind: external_kind_name(export.kind),
                 });
             }
         }
@@ -304,7 +319,7 @@ fn collect(payload: &Payload, depth: usize, report: &mut WasmReport) -> wasmpars
                 let export = export?;
                 report.exports.push(WasmExport {
                     name: export.name.name.to_owned(),
-                    kind: format!("{:?}", export.kind).to_lowercase(),
+                    kind: component_kind_name(export.kind),
                 });
             }
         }
