@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use bpfship_registry::artifact::{self, Packaged};
+use bpfship_verifier::digest::ReportDigest;
 use bpfship_verifier::ebpf::{self, EbpfReport};
 use bpfship_verifier::policy::{Policy, Violation, WasmRules};
 use bpfship_verifier::wasm::{self, WasmKind, WasmReport};
@@ -77,8 +78,18 @@ pub enum ContentError {
 
 /// Inspects bytes by their magic (ELF or WASM) and checks them against the policy, if any.
 pub fn inspect(bytes: &[u8], policy: Option<&Policy>) -> Result<Inspection, ContentError> {
+    inspect_with(bytes, policy, ReportDigest::Compute)
+}
+
+/// [`inspect`], with the report's SHA-256 computed or left empty (for callers that never show
+/// or store it).
+pub fn inspect_with(
+    bytes: &[u8],
+    policy: Option<&Policy>,
+    digest: ReportDigest,
+) -> Result<Inspection, ContentError> {
     if bytes.starts_with(b"\x7fELF") {
-        let report = ebpf::inspect(bytes)?;
+        let report = ebpf::inspect_with(bytes, digest)?;
         let violations = policy
             .map(|p| ebpf::check_policy(&p.rules.ebpf, &report))
             .unwrap_or_default();
@@ -89,7 +100,7 @@ pub fn inspect(bytes: &[u8], policy: Option<&Policy>) -> Result<Inspection, Cont
     } else if bytes.starts_with(b"\0asm") {
         let default_rules = WasmRules::default();
         let rules = policy.map_or(&default_rules, |p| &p.rules.wasm);
-        let report = wasm::inspect(bytes, rules)?;
+        let report = wasm::inspect_with(bytes, rules, digest)?;
         let violations = if policy.is_some() {
             wasm::check_policy(rules, &report)
         } else {

@@ -11,7 +11,7 @@ use wasmparser::{
     WasmFeatures,
 };
 
-use crate::digest::sha256_digest;
+use crate::digest::{ReportDigest, sha256_digest};
 use crate::policy::{Violation, WasmRules, glob_match};
 
 /// Why the bytes are not WASM at all (validation failures are reported in `WasmReport`).
@@ -142,6 +142,15 @@ fn memory(m: &wasmparser::MemoryType, imported: bool) -> WasmMemory {
 
 /// Inspects and validates WASM bytes under the policy's feature set.
 pub fn inspect(bytes: &[u8], rules: &WasmRules) -> Result<WasmReport, WasmError> {
+    inspect_with(bytes, rules, ReportDigest::Compute)
+}
+
+/// [`inspect`], with the report's `sha256` computed or left empty.
+pub fn inspect_with(
+    bytes: &[u8],
+    rules: &WasmRules,
+    digest: ReportDigest,
+) -> Result<WasmReport, WasmError> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Err(WasmError::NotWasm);
     }
@@ -166,18 +175,20 @@ pub fn inspect(bytes: &[u8], rules: &WasmRules) -> Result<WasmReport, WasmError>
     let (module_error, func_error) = std::thread::scope(|s| {
         // With a second core, a helper hashes while this thread parses the sections before the
         // code (no body to validate yet), then joins the body validation.
-        let hasher = (workers > 1).then(|| {
+        let hash = digest == ReportDigest::Compute;
+        let hasher = (hash && workers > 1).then(|| {
             s.spawn(|| {
                 let digest = sha256_digest(bytes);
                 (digest, validate_batches(&rx))
             })
         });
-        let helpers: Vec<_> = (2..workers)
+        let first_helper = if hasher.is_some() { 2 } else { 1 };
+        let helpers: Vec<_> = (first_helper..workers)
             .map(|_| s.spawn(|| validate_batches(&rx)))
             .collect();
         let module_error = parse_module(bytes, features, &mut report, tx);
         let mut errors = Vec::new();
-        if hasher.is_none() {
+        if hash && hasher.is_none() {
             report.sha256 = sha256_digest(bytes);
         }
         errors.push(validate_batches(&rx));

@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use crate::exit::{CmdResult, Failure};
 use crate::output::{OutputFormat, print_json};
-use bpfship_trust::content::{Inspection, inspect};
+use bpfship_trust::content::{Inspection, inspect_with};
+use bpfship_verifier::digest::ReportDigest;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -52,7 +53,12 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
         .map(Policy::load)
         .transpose()
         .map_err(Failure::from)?;
-    let results = validate_all(&args.files, policy.as_ref());
+    // The text report shows no digest: it is computed only for the formats that carry it.
+    let digest = match out {
+        OutputFormat::Text => ReportDigest::Skip,
+        _ => ReportDigest::Compute,
+    };
+    let results = validate_all(&args.files, policy.as_ref(), digest);
     match out {
         OutputFormat::Json => print_json(&JsonOutput {
             files: &results,
@@ -111,7 +117,11 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
 }
 
 /// Validates every file, spreading them over the machine's cores; results keep the input order.
-fn validate_all(files: &[PathBuf], policy: Option<&Policy>) -> Vec<FileResult> {
+fn validate_all(
+    files: &[PathBuf],
+    policy: Option<&Policy>,
+    digest: ReportDigest,
+) -> Vec<FileResult> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(files.len().max(1));
@@ -122,7 +132,7 @@ fn validate_all(files: &[PathBuf], policy: Option<&Policy>) -> Vec<FileResult> {
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|f| validate_one(f, policy))
+                        .map(|f| validate_one(f, policy, digest))
                         .collect::<Vec<_>>()
                 })
             })
@@ -134,10 +144,10 @@ fn validate_all(files: &[PathBuf], policy: Option<&Policy>) -> Vec<FileResult> {
     })
 }
 
-fn validate_one(file: &Path, policy: Option<&Policy>) -> FileResult {
+fn validate_one(file: &Path, policy: Option<&Policy>, digest: ReportDigest) -> FileResult {
     let outcome = read_file(file)
         .with_context(|| format!("cannot read {}", file.display()))
-        .and_then(|bytes| Ok(inspect(&bytes, policy)?));
+        .and_then(|bytes| Ok(inspect_with(&bytes, policy, digest)?));
     match outcome {
         Ok(report) => FileResult {
             file: file.to_owned(),

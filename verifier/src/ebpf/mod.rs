@@ -16,7 +16,7 @@ use object::elf::{self, FileHeader64};
 use object::read::elf::{FileHeader as _, SectionHeader as _, Sym as _};
 use serde::Serialize;
 
-use crate::digest::sha256_digest;
+use crate::digest::{ReportDigest, sha256_digest};
 use crate::policy::{EbpfRules, Violation};
 pub use btf::map_type_name;
 pub use sections::{SectionDef, aya_section_name, classify as classify_section};
@@ -198,6 +198,11 @@ struct Symbol<'a> {
 /// Inspects an eBPF ELF object. `Err` when the file is not a usable eBPF object at all; every
 /// other problem is a diagnostic in the report.
 pub fn inspect(bytes: &[u8]) -> Result<EbpfReport, EbpfError> {
+    inspect_with(bytes, ReportDigest::Compute)
+}
+
+/// [`inspect`], with the report's `elf_sha256` computed or left empty.
+pub fn inspect_with(bytes: &[u8], digest: ReportDigest) -> Result<EbpfReport, EbpfError> {
     if bytes.len() < 16 || &bytes[..4] != b"\x7fELF" {
         return Err(EbpfError::NotElf);
     }
@@ -219,7 +224,10 @@ pub fn inspect(bytes: &[u8]) -> Result<EbpfReport, EbpfError> {
         .map_err(|err| EbpfError::Malformed(format!("section table: {err}")))?;
 
     let mut report = EbpfReport {
-        elf_sha256: sha256_digest(bytes),
+        elf_sha256: match digest {
+            ReportDigest::Compute => sha256_digest(bytes),
+            ReportDigest::Skip => String::new(),
+        },
         license: None,
         gpl_compatible: false,
         btf: false,
