@@ -53,6 +53,8 @@ enum Command {
     Verify(commands::verify::Args),
     /// Verify, then fetch an artifact by digest and write its ELF/WASM to a directory.
     Pull(commands::pull::Args),
+    /// Ask the local bpfship-agent: status, promote, abort, pause, resume.
+    Agent(commands::agent::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -76,6 +78,7 @@ fn main() -> std::process::ExitCode {
         Command::Sign(a) => commands::sign::run(a, out),
         Command::Verify(a) => commands::verify::run(a, out),
         Command::Pull(a) => commands::pull::run(a, out),
+        Command::Agent(a) => commands::agent::run(a, out),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! One module per command.
 
+pub mod agent;
 pub mod blob;
 pub mod inspect;
 pub mod keys;

@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use bpfship_registry::manifest::OCI_MANIFEST;
-use bpfship_trust::content::{inspect, package};
+use bpfship_trust::content::inspect;
 use bpfship_trust::sign::{SignatureFormat, sign_descriptor};
 use bpfship_verifier::policy::Policy;
 
@@ -66,12 +65,17 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
         .filter(|n| bpfship_trust::verify::is_plain_file_name(n))
         .unwrap_or("artifact")
         .to_owned();
-    let packaged = package(&file_name, &bytes, &inspection, policy.as_ref())?;
     let client = args.registry.client()?;
-    client.push_blob(&target, &packaged.config_media_type, &packaged.config)?;
-    client.push_blob(&target, &packaged.layer_media_type, &packaged.layer)?;
-    let descriptor =
-        client.push_manifest(&target, &tag, OCI_MANIFEST, &packaged.manifest.to_bytes())?;
+    let published = bpfship_trust::publish::push(
+        &client,
+        &target,
+        &tag,
+        &file_name,
+        &bytes,
+        &inspection,
+        policy.as_ref(),
+    )?;
+    let descriptor = published.descriptor;
     let pinned = format!("{}@{}", target.repository_path(), descriptor.digest);
     let signed = match &key {
         Some(k) => Some(sign_descriptor(
@@ -88,7 +92,7 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
             "reference": pinned,
             "tag": format!("{}:{tag}", target.repository_path()),
             "digest": descriptor.digest,
-            "kind": packaged.kind,
+            "kind": published.kind,
             "size": bytes.len(),
             "signed": signed,
         }))?,
