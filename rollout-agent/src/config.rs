@@ -566,6 +566,14 @@ hook = { type = "xdp", interface = "eth0", mode = "generic" }
     }
 
     #[test]
+    fn shipped_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.toml");
+        let c = AgentConfig::load(&path).unwrap();
+        assert_eq!(c.deployments.len(), 2);
+        assert_eq!(c.deployments[0].checks.len(), 4);
+    }
+
+    #[test]
     fn fleet_bucket_is_stable_and_spread() {
         // Fixed value: operators and other implementations can reproduce it.
         assert_eq!(
