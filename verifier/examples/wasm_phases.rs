@@ -1,10 +1,12 @@
 //! Benchmark helper (not a test): where `bpfship validate` spends its time on one WASM file.
 //! `cargo run --release -p bpfship-verifier --example wasm_phases -- FILE [RUNS]`
 //! Prints the best of RUNS for: reading the file, SHA-256, wasmparser's serial parse+validate of
-//! the module sections (bodies only collected), and the full `wasm::inspect`.
+//! the module sections (bodies only collected), and the full `wasm::inspect` with and without
+//! the report's digest (what `validate --output text` runs).
 
 use std::time::Instant;
 
+use bpfship_verifier::digest::ReportDigest;
 use bpfship_verifier::policy::WasmRules;
 use bpfship_verifier::wasm;
 use wasmparser::{Parser, ValidPayload, Validator};
@@ -45,6 +47,9 @@ fn main() {
         v.validate_all(&bytes).is_ok()
     });
     let (t_inspect, report) = best(runs, || wasm::inspect(&bytes, &rules).expect("wasm"));
+    let (t_inspect_nodigest, _) = best(runs, || {
+        wasm::inspect_with(&bytes, &rules, ReportDigest::Skip).expect("wasm")
+    });
     let line = |what: &str, t: f64| println!("{what:<40} {:>8.1} ms {:>8.0} MB/s", t * 1e3, mb / t);
     println!("{path}: {mb:.1} MB, {n} functions, valid={}", report.valid);
     line("read file", t_read);
@@ -52,4 +57,5 @@ fn main() {
     line("module sections (bodies collected)", t_serial);
     line("wasmparser validate_all (1 core)", t_serial_full);
     line("wasm::inspect (all cores)", t_inspect);
+    line("wasm::inspect, no digest (all cores)", t_inspect_nodigest);
 }

@@ -172,46 +172,121 @@ pub fn inspect_with(
     // sections, the SHA-256 and the bodies overlap instead of running one after the other.
     let (tx, rx) = mpsc::channel::<Vec<FuncJob<'_>>>();
     let rx = Mutex::new(rx);
+    let hash = digest == ReportDigest::Compute;
     let (module_error, func_error) = std::thread::scope(|s| {
-        // With a second core, a helper hashes while this thread parses the sections before the
-        // code (no body to validate yet), then joins the body validation.
-        let hash = digest == ReportDigest::Compute;
-        let hasher = (hash && workers > 1).then(|| {
+        // With a second core, a first helper takes work that needs no validator state while this
+        // thread parses the sections before the code (no body to validate yet): the SHA-256 when
+        // the report carries it, else the import/export/memory lists (a large module exports
+        // hundreds of thousands of names). Then it joins the body validation.
+        let first = (workers > 1).then(|| {
             s.spawn(|| {
-                let digest = sha256_digest(bytes);
-                (digest, validate_batches(&rx))
+                let early = if hash {
+                    Early::Digest(sha256_digest(bytes))
+                } else {
+                    Early::Lists(collect_all(bytes))
+                };
+                (early, validate_batches(&rx))
             })
         });
-        let first_helper = if hasher.is_some() { 2 } else { 1 };
-        let helpers: Vec<_> = (first_helper..workers)
+        let collect_inline = hash || first.is_none();
+        let helpers: Vec<_> = (2..workers)
             .map(|_| s.spawn(|| validate_batches(&rx)))
             .collect();
-        let module_error = parse_module(bytes, features, &mut report, tx);
+        let mut module_error = parse_module(bytes, features, &mut report, collect_inline, tx);
         let mut errors = Vec::new();
-        if hash && hasher.is_none() {
+        if hash && first.is_none() {
             report.sha256 = sha256_digest(bytes);
         }
         errors.push(validate_batches(&rx));
         for h in helpers {
             errors.push(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
         }
-        if let Some(h) = hasher {
-            let (digest, error) = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-            report.sha256 = digest;
+        if let Some(h) = first {
+            let (early, error) = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
             errors.push(error);
+            match early {
+                Early::Digest(d) => report.sha256 = d,
+                Early::Lists(lists) => {
+                    report.imports = lists.imports;
+                    report.exports = lists.exports;
+                    report.memories = lists.memories;
+                    module_error = earliest(module_error, lists.error);
+                }
+            }
         }
         let func_error = errors.into_iter().flatten().min_by_key(|e| e.0);
         (module_error, func_error)
     });
     // The first module-level error (offset, message) is compared with the function errors so the
     // verdict and message equal a serial validation's.
-    let first = match (module_error, func_error) {
-        (Some(m), Some(f)) => Some(if f.0 < m.0 { f } else { m }),
-        (m, f) => m.or(f),
-    };
+    let first = earliest(module_error, func_error);
     report.valid = first.is_none();
     report.error = first.map(|(offset, msg)| format!("{msg} (at offset {offset:#x})"));
     Ok(report)
+}
+
+/// The error at the lower offset (the first on a tie).
+fn earliest(a: Option<(u64, String)>, b: Option<(u64, String)>) -> Option<(u64, String)> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What the first helper thread computes before it validates bodies.
+enum Early {
+    Digest(String),
+    Lists(Lists),
+}
+
+/// The report's import, export and memory lists, and the first error met reading them.
+struct Lists {
+    imports: Vec<WasmImport>,
+    exports: Vec<WasmExport>,
+    memories: Vec<WasmMemory>,
+    error: Option<(u64, String)>,
+}
+
+/// Reads the top-level import, export and memory lists in a pass of its own (no validation).
+fn collect_all(bytes: &[u8]) -> Lists {
+    let mut scratch = WasmReport {
+        sha256: String::new(),
+        size: bytes.len(),
+        kind: WasmKind::Module,
+        valid: false,
+        error: None,
+        opt_in_features: Vec::new(),
+        imports: Vec::new(),
+        exports: Vec::new(),
+        memories: Vec::new(),
+        functions: 0,
+    };
+    let mut depth = 0usize;
+    let mut error = None;
+    for payload in Parser::new(0).parse_all(bytes) {
+        let payload = match payload {
+            Ok(p) => p,
+            Err(e) => {
+                error = Some((e.offset(), e.message().to_owned()));
+                break;
+            }
+        };
+        if let Err(e) = collect(&payload, depth, &mut scratch) {
+            error = Some((e.offset(), e.message().to_owned()));
+            break;
+        }
+        match &payload {
+            Payload::Version { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Lists {
+        imports: scratch.imports,
+        exports: scratch.exports,
+        memories: scratch.memories,
+        error,
+    }
 }
 
 /// Function bodies are handed to the workers in batches of about this many bytes: large enough
@@ -219,12 +294,13 @@ pub fn inspect_with(
 const BATCH_BYTES: usize = 128 * 1024;
 
 /// Parses and validates everything but the function bodies, which are sent to `tx` in batches;
-/// fills in the report's imports, exports, memories and function count. Returns the first
-/// module-level error.
+/// fills in the report's kind and function count, and with `collect_inline` its imports, exports
+/// and memories. Returns the first module-level error.
 fn parse_module<'a>(
     bytes: &'a [u8],
     features: WasmFeatures,
     report: &mut WasmReport,
+    collect_inline: bool,
     tx: mpsc::Sender<Vec<FuncJob<'a>>>,
 ) -> Option<(u64, String)> {
     let mut validator = Validator::new_with_features(features);
@@ -240,7 +316,7 @@ fn parse_module<'a>(
                 break;
             }
         };
-        if let Err(e) = collect(&payload, depth, report) {
+        if collect_inline && let Err(e) = collect(&payload, depth, report) {
             error = Some((e.offset(), e.message().to_owned()));
             break;
         }

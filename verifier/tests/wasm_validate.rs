@@ -2,8 +2,11 @@
 
 use std::path::Path;
 
+use bpfship_verifier::digest::ReportDigest;
 use bpfship_verifier::policy::WasmRules;
-use bpfship_verifier::wasm::{WasmError, WasmKind, check_policy, inspect};
+use bpfship_verifier::wasm::{
+    WasmError, WasmKind, WasmReport, check_policy, inspect, inspect_with,
+};
 
 fn wasm(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../testdata/wasm/{name}.wat"));
@@ -130,6 +133,7 @@ fn mutations_never_panic_and_match_serial_validation() {
     let rules = WasmRules::default();
     let mut rng = Rng(0x0a5d_5eed);
     let mut cases = 0;
+    let mut valid_cases = 0;
     for name in [
         "handler",
         "invalid",
@@ -170,8 +174,78 @@ fn mutations_never_panic_and_match_serial_validation() {
                 serial_verdict(&b, &rules),
                 "verdict differs from serial validation on {b:02x?}"
             );
+            // Without the digest, the lists are read on another thread: same verdict, and for
+            // a valid module the same report but for the digest.
+            let fast = inspect_with(&b, &rules, ReportDigest::Skip).unwrap();
+            assert_eq!(
+                fast.valid, r.valid,
+                "digest-less verdict differs on {b:02x?}"
+            );
+            assert_eq!(fast.error.is_some(), r.error.is_some());
+            if r.valid {
+                assert_eq!(
+                    fast,
+                    WasmReport {
+                        sha256: String::new(),
+                        ..r
+                    }
+                );
+            }
             cases += 1;
         }
     }
-    eprintln!("{cases} WASM mutations: no panic, verdicts equal serial validation");
+    eprintln!(
+        "{cases} WASM mutations ({valid_cases} still valid): no panic, verdicts equal serial validation"
+    );
+}
+
+#[test]
+fn digest_less_report_equals_full_report() {
+    // Many functions (several validation batches), exports of every kind, imports and a memory.
+    let mut wat = String::from(
+        "(module (import \"env\" \"log\" (func $log (param i32)))\n (memory (export \"mem\") 1 4)\n (global (export \"g\") i32 (i32.const 7))\n (table (export \"t\") 1 funcref)\n",
+    );
+    for i in 0..3000 {
+        wat.push_str(&format!(
+            " (func (export \"f{i}\") (param i32) (result i32) local.get 0 i32.const {i} i32.add (call $log (local.get 0)) (block (br 0)) (i32.mul (i32.const 3)))\n"
+        ));
+    }
+    wat.push(')');
+    let big = wat::parse_str(&wat).unwrap();
+    let mut inputs = vec![("big".to_string(), big.clone())];
+    for name in [
+        "handler",
+        "invalid",
+        "forbidden_import",
+        "oversized_memory",
+        "threads",
+        "component",
+    ] {
+        inputs.push((name.to_string(), wasm(name)));
+    }
+    // An invalid body late in a big module: the same error either way.
+    let mut broken = big;
+    let at = broken.len() - 40;
+    broken[at] = 0x6a; // an i32.add short of operands somewhere in the last bodies
+    inputs.push(("big-broken".to_string(), broken));
+    let rules = WasmRules::default();
+    for (name, bytes) in inputs {
+        let full = inspect(&bytes, &rules).unwrap();
+        let fast = inspect_with(&bytes, &rules, ReportDigest::Skip).unwrap();
+        assert!(full.sha256.starts_with("sha256:"), "{name}");
+        assert!(fast.sha256.is_empty(), "{name}");
+        assert_eq!(fast.valid, full.valid, "{name}");
+        if full.valid {
+            assert_eq!(
+                fast,
+                WasmReport {
+                    sha256: String::new(),
+                    ..full
+                },
+                "{name}"
+            );
+        } else {
+            assert!(fast.error.is_some(), "{name}");
+        }
+    }
 }
