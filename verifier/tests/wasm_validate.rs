@@ -190,6 +190,7 @@ fn mutations_never_panic_and_match_serial_validation() {
                         ..r
                     }
                 );
+                valid_cases += 1;
             }
             cases += 1;
         }
