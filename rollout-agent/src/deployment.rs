@@ -533,6 +533,18 @@ impl Deployment {
                 );
             }
         };
+        if !prog.renamed.is_empty() {
+            let list: Vec<String> = prog
+                .renamed
+                .iter()
+                .map(|r| format!("{} → {}", r.from, r.to))
+                .collect();
+            self.audit(
+                "normalised",
+                Some(digest),
+                &format!("sections renamed for the loader: {}", list.join(", ")),
+            );
+        }
         if self.state.stable.is_none() {
             if let Err(e) = self.hook.install_stable(prog) {
                 self.count_rollback("attach_error");

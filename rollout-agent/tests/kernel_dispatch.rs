@@ -178,3 +178,37 @@ fn hook_swap_and_pins_survive_the_process() {
     std::fs::remove_file(pins.path().join("link")).unwrap();
     std::fs::remove_file(pins.path().join("v2prog")).unwrap();
 }
+
+#[test]
+fn tc_sections_are_renamed_and_split_on_tcx() {
+    if !common::can_use_kernel("tc_sections_are_renamed_and_split_on_tcx") {
+        return;
+    }
+    let elf = std::fs::read(common::objects().unwrap().join("../tc_section.o")).unwrap();
+    let pins = pin_dir("kd-tc");
+    let a = kernel::load_program(&elf, "tc_accept", HookKind::Tc, &pins.path().join("a")).unwrap();
+    assert_eq!(a.renamed.len(), 1, "the `tc` section is renamed for aya");
+    assert_eq!(
+        (a.renamed[0].from.as_str(), a.renamed[0].to.as_str()),
+        ("tc", "classifier")
+    );
+    let b = kernel::load_program(&elf, "tc_accept", HookKind::Tc, &pins.path().join("b")).unwrap();
+    let d = Dispatcher::create(HookKind::Tc, SplitMode::Random, 1).unwrap();
+    d.set_slot(0, &a.fd).unwrap();
+    d.set_slot(1, &b.fd).unwrap();
+    d.set_canary_share(5000).unwrap();
+    sys::prog_test_run(&d.prog, &udp_frame(1234), 10_000).unwrap();
+    let c = d.counters().unwrap();
+    assert_eq!(c.runs[0] + c.runs[1], 10_000);
+    assert!(z_score(c.runs[1], 10_000, 0.5).abs() < 5.0, "{c:?}");
+    // tcx: attach the dispatcher on ingress, then swap to a version in one link update.
+    let veth = common::VethPair::create("kd2", 234);
+    let hook = Hook::Tc {
+        interface: veth.host.clone(),
+        direction: kernel::TcDirection::Ingress,
+    };
+    let link = kernel::attach(&hook, &d.prog).expect("tcx attach");
+    assert_eq!(sys::link_prog_id(&link).unwrap(), d.prog_id);
+    sys::link_update(&link, &a.fd, Some(&d.prog)).expect("swap to the version");
+    assert_eq!(sys::link_prog_id(&link).unwrap(), a.id);
+}

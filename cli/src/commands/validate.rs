@@ -9,6 +9,8 @@ use serde::Serialize;
 
 use crate::exit::{CmdResult, Failure};
 use crate::output::{OutputFormat, print_json};
+use bpfship_agent::kernel::probe::{KernelVerdict, ProgramVerdict, probe_object};
+use bpfship_trust::content::Findings;
 use bpfship_trust::content::{Inspection, inspect_with};
 use bpfship_verifier::digest::ReportDigest;
 
@@ -20,6 +22,9 @@ pub struct Args {
     /// Policy file whose eBPF/WASM rules apply (policies/README.md).
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// Also load each eBPF program through the running kernel's verifier (not attached; root).
+    #[arg(long)]
+    kernel: bool,
 }
 
 /// The verdict on one file.
@@ -29,6 +34,16 @@ struct FileResult {
     valid: bool,
     #[serde(flatten)]
     outcome: Outcome,
+    /// With `--kernel`: each program's verdict from the running kernel, or why none was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kernel: Option<KernelOutcome>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+enum KernelOutcome {
+    Programs(Vec<ProgramVerdict>),
+    NotLoaded(String),
 }
 
 /// `--output json`: serialized straight from the results (no intermediate `serde_json::Value`
@@ -58,7 +73,14 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
         OutputFormat::Text => ReportDigest::Skip,
         _ => ReportDigest::Compute,
     };
-    let results = validate_all(&args.files, policy.as_ref(), digest);
+    let mut results = validate_all(&args.files, policy.as_ref(), digest);
+    if args.kernel {
+        bpfship_agent::kernel::bpf_available()
+            .map_err(|e| anyhow::anyhow!("--kernel needs root (or CAP_BPF): {e}"))?;
+        for r in &mut results {
+            check_in_kernel(r);
+        }
+    }
     match out {
         OutputFormat::Json => print_json(&JsonOutput {
             files: &results,
@@ -78,7 +100,8 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
             for r in &results {
                 match &r.outcome {
                     Outcome::Report(rep) => {
-                        crate::render::inspection(&r.file.display().to_string(), rep, &mut text)
+                        crate::render::inspection(&r.file.display().to_string(), rep, &mut text);
+                        render_kernel(r.kernel.as_ref(), &mut text);
                     }
                     Outcome::Error(e) => {
                         text.push_str(&format!("{}: error: {e}\n", r.file.display()))
@@ -144,6 +167,79 @@ fn validate_all(
     })
 }
 
+/// Loads a valid eBPF object's programs through the kernel verifier; a rejection makes the file
+/// invalid.
+fn check_in_kernel(r: &mut FileResult) {
+    let Outcome::Report(rep) = &r.outcome else {
+        return;
+    };
+    let Findings::Ebpf(report) = &rep.findings else {
+        return;
+    };
+    if !report.is_valid() {
+        r.kernel = Some(KernelOutcome::NotLoaded(
+            "not loaded: the object has errors the kernel loader cannot be trusted with".into(),
+        ));
+        return;
+    }
+    let targets = report
+        .programs
+        .iter()
+        .filter_map(|p| Some((p.name.clone(), p.attach_target.clone()?)))
+        .collect();
+    let bytes = match std::fs::read(&r.file) {
+        Ok(b) => b,
+        Err(e) => {
+            r.kernel = Some(KernelOutcome::NotLoaded(format!("cannot read: {e}")));
+            r.valid = false;
+            return;
+        }
+    };
+    match probe_object(&bytes, &targets, Path::new("/sys/fs/bpf")) {
+        Ok(verdicts) => {
+            if verdicts
+                .iter()
+                .any(|v| matches!(v.verdict, KernelVerdict::Rejected { .. }))
+            {
+                r.valid = false;
+            }
+            r.kernel = Some(KernelOutcome::Programs(verdicts));
+        }
+        Err(e) => {
+            r.valid = false;
+            r.kernel = Some(KernelOutcome::NotLoaded(format!(
+                "the kernel loader refused the object: {e}"
+            )));
+        }
+    }
+}
+
+fn render_kernel(kernel: Option<&KernelOutcome>, text: &mut String) {
+    match kernel {
+        None => {}
+        Some(KernelOutcome::NotLoaded(why)) => text.push_str(&format!("  kernel: {why}\n")),
+        Some(KernelOutcome::Programs(verdicts)) => {
+            for v in verdicts {
+                match &v.verdict {
+                    KernelVerdict::Accepted => text.push_str(&format!(
+                        "  kernel: {} accepted by the verifier\n",
+                        v.program
+                    )),
+                    KernelVerdict::Skipped { reason } => {
+                        text.push_str(&format!("  kernel: {} skipped: {reason}\n", v.program))
+                    }
+                    KernelVerdict::Rejected { reason, log_tail } => {
+                        text.push_str(&format!("  kernel: {} REJECTED: {reason}\n", v.program));
+                        for l in log_tail.lines() {
+                            text.push_str(&format!("    | {l}\n"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn validate_one(file: &Path, policy: Option<&Policy>, digest: ReportDigest) -> FileResult {
     let outcome = read_file(file)
         .with_context(|| format!("cannot read {}", file.display()))
@@ -153,11 +249,13 @@ fn validate_one(file: &Path, policy: Option<&Policy>, digest: ReportDigest) -> F
             file: file.to_owned(),
             valid: report.is_valid(),
             outcome: Outcome::Report(Box::new(report)),
+            kernel: None,
         },
         Err(e) => FileResult {
             file: file.to_owned(),
             valid: false,
             outcome: Outcome::Error(format!("{e:#}")),
+            kernel: None,
         },
     }
 }

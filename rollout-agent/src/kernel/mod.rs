@@ -3,6 +3,8 @@
 
 pub mod asm;
 pub mod dispatcher;
+pub mod probe;
+pub mod rename;
 pub mod sys;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -57,6 +59,8 @@ impl KernelError {
 pub struct LoadedProgram {
     pub fd: OwnedFd,
     pub id: u32,
+    /// Sections renamed so aya could load the object (`tc` → `classifier`…).
+    pub renamed: Vec<rename::Renamed>,
 }
 
 impl LoadedProgram {
@@ -64,7 +68,11 @@ impl LoadedProgram {
     pub fn open_pinned(path: &Path) -> Result<Self, KernelError> {
         let fd = sys::obj_get(path)?;
         let id = sys::prog_info(&fd)?.id;
-        Ok(LoadedProgram { fd, id })
+        Ok(LoadedProgram {
+            fd,
+            id,
+            renamed: Vec::new(),
+        })
     }
 
     /// Pins the program at `path` (replacing nothing: the path must be free).
@@ -89,10 +97,14 @@ pub fn load_program(
     map_pin_dir: &Path,
 ) -> Result<LoadedProgram, KernelError> {
     std::fs::create_dir_all(map_pin_dir).map_err(|e| KernelError::Io(map_pin_dir.into(), e))?;
+    let (elf, renamed) = match rename::for_aya(elf).map_err(KernelError::Object)? {
+        Some((copy, renamed)) => (std::borrow::Cow::Owned(copy), renamed),
+        None => (std::borrow::Cow::Borrowed(elf), Vec::new()),
+    };
     let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         aya::EbpfLoader::new()
             .default_map_pin_directory(map_pin_dir)
-            .load(elf)
+            .load(&elf)
     }));
     let mut ebpf = match loaded {
         Ok(Ok(e)) => e,
@@ -138,7 +150,7 @@ pub fn load_program(
     let id = sys::prog_info(&fd)?.id;
     // Dropping `ebpf` releases aya's references; the duplicated fd keeps the program and its
     // maps alive.
-    Ok(LoadedProgram { fd, id })
+    Ok(LoadedProgram { fd, id, renamed })
 }
 
 fn dup(fd: &aya::programs::ProgramFd) -> Result<OwnedFd, KernelError> {
@@ -148,7 +160,7 @@ fn dup(fd: &aya::programs::ProgramFd) -> Result<OwnedFd, KernelError> {
         .map_err(|e| KernelError::Io("program fd".into(), e))
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
