@@ -42,6 +42,9 @@ best_of_pair() {
   echo "$best_a $best_b"
 }
 
+# min A B: the smaller number; an empty A counts as none.
+min() { if [ -z "$1" ] || awk -v x="$2" -v y="$1" 'BEGIN{exit !(x<y)}'; then echo "$2"; else echo "$1"; fi; }
+
 # calc EXPR: floating-point arithmetic with awk.
 calc() { awk "BEGIN{printf \"%s\", $1}"; }
 fmt() { awk -v v="$1" -v p="${2:-3}" 'BEGIN{printf "%.*f", p, v}'; }
