@@ -63,6 +63,29 @@ impl RegistryError {
     }
 }
 
+/// Called with `(bytes sent, total)` while a blob uploads.
+pub type Progress = std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// Streams a shared buffer into a request body, reporting progress.
+struct CountingReader {
+    data: std::sync::Arc<[u8]>,
+    pos: usize,
+    progress: Option<Progress>,
+}
+
+impl std::io::Read for CountingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let rest = &self.data[self.pos..];
+        let n = rest.len().min(buf.len()).min(256 * 1024);
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.pos += n;
+        if let Some(p) = &self.progress {
+            p(self.pos as u64, self.data.len() as u64);
+        }
+        Ok(n)
+    }
+}
+
 /// How to reach registries.
 #[derive(Debug, Clone, Default)]
 pub struct ClientOptions {
@@ -397,6 +420,17 @@ impl Client {
         media_type: &str,
         bytes: &[u8],
     ) -> Result<Descriptor, RegistryError> {
+        self.push_blob_with_progress(r, media_type, bytes, None)
+    }
+
+    /// [`Client::push_blob`], reporting `(bytes sent, total)` as the upload streams.
+    pub fn push_blob_with_progress(
+        &self,
+        r: &Reference,
+        media_type: &str,
+        bytes: &[u8],
+        progress: Option<Progress>,
+    ) -> Result<Descriptor, RegistryError> {
         const ASK_FIRST_ABOVE: usize = 16 * 1024;
         let d = Descriptor::of(media_type, bytes);
         if bytes.len() > ASK_FIRST_ABOVE {
@@ -424,12 +458,18 @@ impl Client {
         };
         let sep = if location.contains('?') { '&' } else { '?' };
         let put_url = format!("{location}{sep}digest={}", d.digest);
-        let body = bytes.to_vec();
+        let body: std::sync::Arc<[u8]> = bytes.into();
         let resp = self.send(r, true, &|| {
+            let len = body.len() as u64;
+            let reader = CountingReader {
+                data: body.clone(),
+                pos: 0,
+                progress: progress.clone(),
+            };
             self.http
                 .put(&put_url)
                 .header(CONTENT_TYPE, "application/octet-stream")
-                .body(body.clone())
+                .body(reqwest::blocking::Body::sized(reader, len))
         })?;
         check_status(resp, r)?;
         Ok(d)
@@ -612,6 +652,27 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upload_progress_reaches_the_total() {
+        use std::io::Read as _;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let mut r = CountingReader {
+            data: vec![7u8; 600 * 1024].into(),
+            pos: 0,
+            progress: Some(std::sync::Arc::new(move |a, b| {
+                s2.lock().unwrap().push((a, b))
+            })),
+        };
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), 600 * 1024);
+        let seen = seen.lock().unwrap();
+        assert!(seen.len() >= 3, "reported in steps: {seen:?}");
+        assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0));
+        assert_eq!(seen.last(), Some(&(600 * 1024, 600 * 1024)));
+    }
 
     #[test]
     fn bearer_challenge_parsing() {

@@ -15,6 +15,6 @@ pub mod signatures;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
-pub use client::{Client, ClientOptions, RegistryError};
+pub use client::{Client, ClientOptions, Progress, RegistryError};
 pub use manifest::{Descriptor, ImageIndex, ImageManifest};
 pub use reference::Reference;

@@ -163,6 +163,7 @@ fn main() {
             &bytes,
             &inspection,
             None,
+            None,
         )
         .unwrap();
         sign_descriptor(&client, &target, &p.descriptor, &key, SignatureFormat::Both).unwrap();

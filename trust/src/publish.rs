@@ -23,7 +23,9 @@ pub struct Published {
     pub kind: bpfship_registry::artifact::ArtifactKind,
 }
 
-/// Packages `bytes` (already inspected, and valid) and pushes it to `target` under `tag`.
+/// Packages `bytes` (already inspected, and valid) and pushes it to `target` under `tag`;
+/// `progress` hears about the layer upload.
+#[allow(clippy::too_many_arguments)]
 pub fn push(
     client: &Client,
     target: &Reference,
@@ -32,13 +34,19 @@ pub fn push(
     bytes: &[u8],
     inspection: &Inspection,
     policy: Option<&Policy>,
+    progress: Option<bpfship_registry::Progress>,
 ) -> Result<Published, PublishError> {
     let packaged = package(file_name, bytes, inspection, policy)?;
     // Config and layer go up at once, each on its own connection: a push is mostly round trips.
     std::thread::scope(|s| {
         let config =
             s.spawn(|| client.push_blob(target, &packaged.config_media_type, &packaged.config));
-        let layer = client.push_blob(target, &packaged.layer_media_type, &packaged.layer);
+        let layer = client.push_blob_with_progress(
+            target,
+            &packaged.layer_media_type,
+            &packaged.layer,
+            progress,
+        );
         let config = config
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p));

@@ -74,6 +74,7 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
         &bytes,
         &inspection,
         policy.as_ref(),
+        terminal_progress(bytes.len()),
     )?;
     let descriptor = published.descriptor;
     let pinned = format!("{}@{}", target.repository_path(), descriptor.digest);
@@ -116,4 +117,26 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
         }
     }
     Ok(())
+}
+
+/// A progress line on stderr for uploads of 1 MiB or more, when stderr is a terminal.
+fn terminal_progress(size: usize) -> Option<bpfship_registry::Progress> {
+    use std::io::{IsTerminal as _, Write as _};
+    if size < (1 << 20) || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    Some(std::sync::Arc::new(|sent: u64, total: u64| {
+        let mb = |b: u64| b as f64 / 1e6;
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\rpushing {:.1} / {:.1} MB ({:.0}%)",
+            mb(sent),
+            mb(total),
+            sent as f64 * 100.0 / total.max(1) as f64
+        );
+        if sent >= total {
+            let _ = writeln!(err);
+        }
+    }))
 }

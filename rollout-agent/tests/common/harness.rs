@@ -110,6 +110,7 @@ impl Harness {
             &bytes,
             &inspection,
             None,
+            None,
         )
         .unwrap();
         if let Some(k) = key {
