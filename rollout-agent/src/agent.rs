@@ -59,6 +59,7 @@ impl Agent {
         crate::kernel::bpf_available()
             .map_err(|e| format!("BPF is not usable here (root needed): {e}"))?;
         let ctx = Arc::new(context(config)?);
+        ensure_tracefs();
         std::fs::create_dir_all(&config.pin_root)
             .map_err(|e| format!("{}: {e}", config.pin_root.display()))?;
         // Deployments removed from the configuration: detach and remove what we own.
@@ -111,5 +112,32 @@ impl Agent {
         for t in self.threads {
             let _ = t.join();
         }
+    }
+}
+
+/// Tracepoint deployments and the XDP abort tracker need tracefs: mount it at
+/// `/sys/kernel/tracing` when it is not there (as `mount -t tracefs tracefs /sys/kernel/tracing`).
+fn ensure_tracefs() {
+    let root = std::path::Path::new("/sys/kernel/tracing");
+    if root.join("events").exists()
+        || std::path::Path::new("/sys/kernel/debug/tracing/events").exists()
+    {
+        return;
+    }
+    // SAFETY: constant NUL-terminated strings; mount(2) has no other preconditions.
+    let r = unsafe {
+        libc::mount(
+            c"tracefs".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot mount tracefs at /sys/kernel/tracing: tracepoint hooks and XDP abort counts are unavailable"
+        );
     }
 }
