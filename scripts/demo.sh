@@ -159,7 +159,7 @@ wait_for "v3 rolled back" "any(r['digest']=='$d3' for r in d['rejected'])"
 
 step "v4 unsigned: refused, never loaded"
 d4=$("$bin/bpfship" --output json push "$a/v4.o" "$app:stable" | python3 -c 'import json,sys; print(json.load(sys.stdin)["digest"])')
-wait_for "v4 refused" "any(r['digest']=='$d4' for r in d['rejected'])"
+wait_for "v4 refused" "(d['last_verification'] or {}).get('digest')=='$d4' and not d['last_verification']['ok']"
 agent_status status
 
 step "audit log ($demo/agent-state/audit.jsonl)"

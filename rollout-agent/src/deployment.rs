@@ -153,6 +153,8 @@ pub struct Deployment {
     next_poll: Instant,
     backoff: Duration,
     salt: String,
+    /// Digests seen without any signature yet (not rejected for good: signing follows pushing).
+    awaiting_signature: std::collections::HashSet<String>,
 }
 
 impl Deployment {
@@ -200,6 +202,7 @@ impl Deployment {
             next_poll: Instant::now(),
             backoff: Duration::ZERO,
             salt,
+            awaiting_signature: Default::default(),
         };
         d.settle();
         d.publish("started");
@@ -429,8 +432,29 @@ impl Deployment {
                 self.next_poll = Instant::now() + self.ctx.poll_interval;
                 return;
             }
+            // Signing follows pushing (`bpfship push --key`, cosign): an unsigned digest is
+            // refused now, audited once, and checked again at the next polls.
+            Err(e @ VerifyError::Unsigned { .. }) => {
+                let reason = e.to_string();
+                if self.awaiting_signature.insert(digest.to_string()) {
+                    self.audit("refused", Some(digest), &reason);
+                }
+                self.status
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .last_verification = Some(VerificationStatus {
+                    digest: digest.to_string(),
+                    ok: false,
+                    detail: reason.clone(),
+                });
+                self.publish(&format!(
+                    "refused {digest}: {reason}; checking again at the next poll"
+                ));
+                return;
+            }
             Err(e) => return self.reject(digest, "refused", &e.to_string()),
         };
+        self.awaiting_signature.remove(digest);
         let content = match trust_verify::fetch_content(
             &self.ctx.client,
             &verified,

@@ -152,9 +152,24 @@ fn xdp_rollout_story() {
     // Scenario 3: unsigned, and signed by an untrusted key → refused, never loaded.
     let filters_before = programs_named("filter").len();
     let d4 = h.publish("v4", "agent/xdp", "stable", Signer::Unsigned);
-    let s = h.wait_for("v4 refused", 15 * SEC, |s| rejected(s, &d4).is_some());
-    assert!(rejected(&s, &d4).unwrap().contains("no signatures"), "{s}");
+    let s = h.wait_for("v4 refused", 15 * SEC, |s| {
+        s["last_verification"]["digest"] == d4.as_str()
+    });
     assert_eq!(s["last_verification"]["ok"], false);
+    assert!(
+        s["last_verification"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no signatures"),
+        "{s}"
+    );
+    std::thread::sleep(SEC); // re-checked at each poll, audited once
+    let refusals = h
+        .audit_log()
+        .iter()
+        .filter(|e| e["action"] == "refused" && e["digest"] == d4.as_str())
+        .count();
+    assert_eq!(refusals, 1);
     let d4b = h.publish("v7", "agent/xdp", "stable", Signer::Untrusted);
     let s = h.wait_for("v4' refused", 15 * SEC, |s| rejected(s, &d4b).is_some());
     assert!(
@@ -291,4 +306,68 @@ max = 0.0
     h.wait_for("tp2 promoted", 20 * SEC, |s| {
         s["phase"] == "stable" && s["stable"] == d2.as_str()
     });
+}
+
+/// Maps pinned by name survive version changes (shared, contents kept); a version that would
+/// change such a map's definition is refused, naming the difference. Then a "reboot" (every pin
+/// gone) with the registry down: the agent re-establishes the promoted version from its store.
+#[test]
+fn pinned_maps_continuity_and_reboot() {
+    if !common::can_use_kernel("pinned_maps_continuity_and_reboot") {
+        return;
+    }
+    let veth = VethPair::create("ag2", 235);
+    let rx = UdpCounter::bind(&veth.host_ip);
+    let deployment = format!(
+        r#"
+[[deployment]]
+name = "stateful"
+artifact = "{{registry}}/agent/pinned:stable"
+program = "filter"
+hook = {{ type = "xdp", interface = "{}", mode = "generic" }}
+[deployment.rollout]
+steps = [{{ percent = 50, bake_seconds = 0.5 }}]
+"#,
+        veth.host
+    );
+    let mut h = Harness::new("pin", &deployment);
+    let d1 = h.publish("pin16", "agent/pinned", "stable", Signer::Trusted);
+    h.start_agent();
+    h.wait_for("pin16 stable", 20 * SEC, |s| s["stable"] == d1.as_str());
+    let map_pin = h.pin_root.join("stateful/maps/flow_state");
+    assert!(
+        map_pin.exists(),
+        "by-name maps are pinned in the deployment's own directory"
+    );
+    send_all_received(&veth, &rx, 500, 50);
+    let d2 = h.publish("pin16b", "agent/pinned", "stable", Signer::Trusted);
+    h.wait_for("pin16b promoted", 20 * SEC, |s| s["stable"] == d2.as_str());
+    let d3 = h.publish("pin32", "agent/pinned", "stable", Signer::Trusted);
+    let s = h.wait_for("pin32 refused", 15 * SEC, |s| rejected(s, &d3).is_some());
+    let reason = rejected(&s, &d3).unwrap();
+    assert!(
+        reason.contains("flow_state") && reason.contains("max_entries 16 → 32"),
+        "{reason}"
+    );
+
+    // Reboot: the agent stops, every pin disappears, the registry is down.
+    h.kill_agent();
+    bpfship_agent::hook::HookRuntime::remove_all(&h.pin_root.join("stateful"));
+    h.registry.stop();
+    h.start_agent();
+    let s = h.wait_for("restored from the local store", 15 * SEC, |s| {
+        s["stable"] == d2.as_str() && s["registry"] != "ok"
+    });
+    assert!(
+        h.audit_log()
+            .iter()
+            .any(|e| e["action"] == "restored" && e["digest"] == d2.as_str()),
+        "{s}"
+    );
+    assert!(
+        h.version_pin("stateful", &d2).exists(),
+        "re-loaded and pinned"
+    );
+    assert!(h.pin_root.join("stateful/link").exists(), "re-attached");
+    send_all_received(&veth, &rx, 500, 50);
 }
