@@ -209,6 +209,17 @@ impl Deployment {
         Ok(d)
     }
 
+    /// The shared status (a poisoned lock still holds the last status: use it).
+    fn status(&self) -> std::sync::MutexGuard<'_, DeploymentStatus> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The registry failed mid-way: nothing changes, the next poll retries.
+    fn registry_unavailable(&mut self, e: &dyn std::fmt::Display) {
+        self.status().registry = format!("{e}; will retry");
+        self.next_poll = Instant::now() + self.ctx.poll_interval;
+    }
+
     fn audit(&self, action: &str, digest: Option<&str>, reason: &str) {
         tracing::info!(deployment = %self.spec.name, action, digest, reason);
         self.ctx.audit.record(&AuditEvent {
@@ -363,19 +374,13 @@ impl Deployment {
                     "{e}; retrying in {:.1}s, the stable version keeps serving",
                     self.backoff.as_secs_f64()
                 );
-                self.status
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .registry = msg;
+                self.status().registry = msg;
                 return;
             }
         };
         self.backoff = Duration::ZERO;
         self.next_poll = Instant::now() + self.ctx.poll_interval;
-        self.status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .registry = "ok".into();
+        self.status().registry = "ok".into();
         let known = [&self.state.stable, &self.state.canary]
             .into_iter()
             .flatten()
@@ -403,7 +408,7 @@ impl Deployment {
             at_unix: now_unix(),
         });
         self.save();
-        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.status();
         s.last_verification = Some(VerificationStatus {
             digest: digest.to_string(),
             ok: action != "refused",
@@ -424,14 +429,7 @@ impl Deployment {
         };
         let verified = match trust_verify::verify(&self.ctx.client, &by_digest, trust) {
             Ok(v) => v,
-            Err(VerifyError::Registry(e)) => {
-                self.status
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .registry = format!("{e}; will retry");
-                self.next_poll = Instant::now() + self.ctx.poll_interval;
-                return;
-            }
+            Err(VerifyError::Registry(e)) => return self.registry_unavailable(&e),
             // Signing follows pushing (`bpfship push --key`, cosign): an unsigned digest is
             // refused now, audited once, and checked again at the next polls.
             Err(e @ VerifyError::Unsigned { .. }) => {
@@ -439,10 +437,7 @@ impl Deployment {
                 if self.awaiting_signature.insert(digest.to_string()) {
                     self.audit("refused", Some(digest), &reason);
                 }
-                self.status
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .last_verification = Some(VerificationStatus {
+                self.status().last_verification = Some(VerificationStatus {
                     digest: digest.to_string(),
                     ok: false,
                     detail: reason.clone(),
@@ -461,14 +456,7 @@ impl Deployment {
             Some(&self.ctx.policy),
         ) {
             Ok(c) => c,
-            Err(VerifyError::Registry(e)) => {
-                self.status
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .registry = format!("{e}; will retry");
-                self.next_poll = Instant::now() + self.ctx.poll_interval;
-                return;
-            }
+            Err(VerifyError::Registry(e)) => return self.registry_unavailable(&e),
             Err(e) => return self.reject(digest, "refused", &e.to_string()),
         };
         let Findings::Ebpf(report) = &content.inspection.findings else {
@@ -512,10 +500,7 @@ impl Deployment {
                 return;
             }
         };
-        self.status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .last_verification = Some(VerificationStatus {
+        self.status().last_verification = Some(VerificationStatus {
             digest: digest.to_string(),
             ok: true,
             detail: format!(
@@ -545,10 +530,7 @@ impl Deployment {
             Ok(p) => p,
             Err(e) => {
                 let log = e.verifier_log().map(tail);
-                self.status
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .verifier_log = log;
+                self.status().verifier_log = log;
                 self.count_rollback("load_error");
                 return self.reject(
                     digest,
@@ -595,10 +577,7 @@ impl Deployment {
             return;
         }
         self.enter_step(0);
-        self.status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .last_canary_start_ms = Some(seen.elapsed().as_secs_f64() * 1000.0);
+        self.status().last_canary_start_ms = Some(seen.elapsed().as_secs_f64() * 1000.0);
         self.audit(
             "canary",
             Some(digest),
@@ -712,7 +691,7 @@ impl Deployment {
                 .map(|c| analysis::measure(c, &canary, &stable, self.ctx.external.as_ref()))
                 .collect();
             {
-                let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+                let mut s = self.status();
                 s.stable_sample = stable;
                 s.canary_sample = canary;
             }
@@ -787,9 +766,7 @@ impl Deployment {
 
     fn count_rollback(&self, reason: &str) {
         *self
-            .status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .status()
             .rollbacks
             .entry(reason.to_string())
             .or_default() += 1;
@@ -799,10 +776,7 @@ impl Deployment {
     fn roll_back(&mut self, why: &str, reason_kind: &str) {
         let took = self.hook.roll_back_canary();
         if let Ok(t) = &took {
-            self.status
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .last_rollback_latency_us = Some(t.as_secs_f64() * 1e6);
+            self.status().last_rollback_latency_us = Some(t.as_secs_f64() * 1e6);
         }
         self.count_rollback(reason_kind);
         let canary = self.state.canary.take();
@@ -858,10 +832,7 @@ impl Deployment {
             (Command::Abort, Phase::Stable) if self.state.previous.is_some() => {
                 match self.hook.roll_back_to_previous() {
                     Ok(t) => {
-                        self.status
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .last_rollback_latency_us = Some(t.as_secs_f64() * 1e6);
+                        self.status().last_rollback_latency_us = Some(t.as_secs_f64() * 1e6);
                         self.count_rollback("operator");
                         let bad = self.state.stable.take();
                         self.state.stable = self.state.previous.take();
@@ -895,7 +866,7 @@ impl Deployment {
     fn publish_counters(&self) {
         let c = self.hook.counters();
         let share = self.hook.share();
-        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.status();
         s.runs = c.runs;
         s.aborts = c.aborts;
         s.canary_percent = if self.state.canary.is_some() {
@@ -907,16 +878,13 @@ impl Deployment {
 
     /// Updates the shared status from the state, with a new message.
     fn publish(&self, message: &str) {
-        self.status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .message = message.to_string();
+        self.status().message = message.to_string();
         self.refresh();
     }
 
     /// Updates the shared status from the state.
     fn refresh(&self) {
-        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.status();
         s.name = self.spec.name.clone();
         s.artifact = self.spec.artifact.clone();
         s.hook = self.spec.hook.to_string();

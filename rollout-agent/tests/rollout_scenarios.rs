@@ -69,7 +69,6 @@ fn xdp_rollout_story() {
         return;
     }
     let _serial = serial();
-    let dispatchers_before = programs_named("bpfship_disp").len();
     let veth = VethPair::create("ag1", 232);
     let rx = UdpCounter::bind(&veth.host_ip);
     let mut h = Harness::new("xdp", &xdp_deployment(&veth.host));
@@ -221,6 +220,22 @@ fn xdp_rollout_story() {
 
     // Scenario 5: SIGKILL while the canary bakes: traffic still flows, the restarted agent
     // adopts the pins, resumes, never attaches twice, and promotes.
+    let edge_pins = h.pin_root.join("edge");
+    let hook_prog = || {
+        use bpfship_agent::kernel::sys;
+        let dir = &edge_pins;
+        let link = sys::obj_get(&dir.join("link")).unwrap();
+        let dispatcher = sys::obj_get(&dir.join("dispatcher")).unwrap();
+        (
+            sys::link_prog_id(&link).unwrap(),
+            sys::prog_info(&dispatcher).unwrap().id,
+        )
+    };
+    let (running, dispatcher) = hook_prog();
+    assert_eq!(
+        running, dispatcher,
+        "the dispatcher runs at the hook during the canary"
+    );
     h.kill_agent();
     send_all_received(&veth, &rx, 1000, 100);
     h.start_agent();
@@ -228,9 +243,9 @@ fn xdp_rollout_story() {
         s["canary"] == d6.as_str()
     });
     assert_eq!(
-        programs_named("bpfship_disp").len(),
-        dispatchers_before + 1,
-        "one dispatcher, adopted: {s}"
+        hook_prog(),
+        (dispatcher, dispatcher),
+        "the same dispatcher, adopted, still at the hook: {s}"
     );
     send_all_received(&veth, &rx, 1000, 100);
     // Killed in the middle of promoting: the kernel already runs v6 at the hook (done here by
