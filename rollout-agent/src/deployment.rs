@@ -336,7 +336,13 @@ impl Deployment {
     /// Runs until `commands` disconnects.
     pub fn run(mut self, commands: Receiver<Command>) {
         loop {
-            let wait = Duration::from_millis(50);
+            // A running canary is measured closely; otherwise the loop only has polls and the
+            // rollback window to watch (commands still wake it at once).
+            let wait = if self.state.phase == Phase::Canary {
+                Duration::from_millis(50)
+            } else {
+                self.ctx.poll_interval.min(Duration::from_millis(500))
+            };
             match commands.recv_timeout(wait) {
                 Ok(c) => self.command(c),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -398,6 +404,7 @@ impl Deployment {
             return;
         }
         self.take(&target);
+        release_freed_memory();
     }
 
     fn reject(&mut self, digest: &str, action: &str, reason: &str) {
@@ -919,5 +926,16 @@ impl HookRuntime {
     /// The hook family.
     pub fn kind(&self) -> HookKind {
         self.hook.kind()
+    }
+}
+
+/// Returns memory freed after a pull (artifact bytes, parsed objects) to the system, so an idle
+/// agent's resident size reflects what it keeps, not its last peak (glibc keeps freed memory in
+/// per-thread arenas otherwise).
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
