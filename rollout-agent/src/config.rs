@@ -383,6 +383,14 @@ impl AgentConfig {
                         return bad(&at("hook"), "tracepoint needs category and name".into());
                     }
                 }
+                Hook::Uprobe { binary, symbol } => {
+                    if !binary.starts_with('/') || symbol.is_empty() {
+                        return bad(
+                            &at("hook"),
+                            "uprobe needs an absolute binary path and a symbol".into(),
+                        );
+                    }
+                }
             }
             let r = &d.rollout;
             if r.steps.is_empty() {
@@ -445,12 +453,10 @@ impl AgentConfig {
                 {
                     return bad(&format!("{f}.url"), "must be an http(s) URL".into());
                 }
-                if check.kind == CheckKind::Cost
-                    && d.hook.kind() == crate::kernel::HookKind::Tracepoint
-                {
+                if check.kind == CheckKind::Cost && !d.hook.kind().has_flows() {
                     return bad(
                         &format!("{f}.type"),
-                        "cost is measured with BPF_PROG_TEST_RUN, which tracepoint programs do not support".into(),
+                        "cost is measured with BPF_PROG_TEST_RUN, which tracepoint and uprobe programs do not support".into(),
                     );
                 }
             }

@@ -484,6 +484,7 @@ impl Deployment {
             HookKind::Xdp => "xdp",
             HookKind::Tc => "sched_cls",
             HookKind::Tracepoint => "tracepoint",
+            HookKind::Uprobe => "kprobe",
         };
         if program.program_type.as_deref() != Some(want) {
             return self.reject(
@@ -662,7 +663,7 @@ impl Deployment {
                 .checks
                 .iter()
                 .any(|c| c.kind == crate::config::CheckKind::Cost);
-            if !wants_cost || self.hook.kind() == HookKind::Tracepoint {
+            if !wants_cost || !self.hook.kind().has_flows() {
                 return None;
             }
             let p = p.as_ref()?;
@@ -904,7 +905,7 @@ impl Deployment {
         s.split = match (self.spec.rollout.split, self.hook.kind().has_flows()) {
             (crate::kernel::SplitMode::FlowHash, true) => "flow_hash".into(),
             (crate::kernel::SplitMode::FlowHash, false) => {
-                "random (tracepoint events carry no flow: per-event split)".into()
+                "random (tracepoint and uprobe events carry no flow: per-event split)".into()
             }
             (crate::kernel::SplitMode::Random, _) => "random".into(),
         };

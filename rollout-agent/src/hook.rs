@@ -128,10 +128,10 @@ impl HookRuntime {
         }
     }
 
-    /// Tracepoint links (perf events) cannot be retargeted: those hooks always run the
-    /// dispatcher and switch versions by slot.
+    /// Tracepoint and uprobe links (perf events) cannot be retargeted: those hooks always run
+    /// the dispatcher and switch versions by slot.
     fn dispatcher_always(&self) -> bool {
-        self.hook.kind() == HookKind::Tracepoint
+        matches!(self.hook.kind(), HookKind::Tracepoint | HookKind::Uprobe)
     }
 
     fn ensure_dispatcher(&mut self) -> Result<&Dispatcher, KernelError> {

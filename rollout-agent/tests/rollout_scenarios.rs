@@ -412,3 +412,54 @@ steps = [{{ percent = 50, bake_seconds = 0.5 }}]
     assert!(h.pin_root.join("stateful/link").exists(), "re-attached");
     send_all_received(&veth, &rx, 500, 50);
 }
+
+#[test]
+fn uprobe_deployment_splits_calls() {
+    if !common::can_use_kernel("uprobe_deployment_splits_calls") {
+        return;
+    }
+    let _serial = serial();
+    let libc = "/lib/x86_64-linux-gnu/libc.so.6";
+    if !std::path::Path::new(libc).exists() {
+        eprintln!("SKIP uprobe_deployment_splits_calls: no {libc} on this machine");
+        return;
+    }
+    let deployment = format!(
+        r#"
+[[deployment]]
+name = "calls"
+artifact = "{{registry}}/agent/uprobe:stable"
+program = "probe"
+hook = {{ type = "uprobe", binary = "{libc}", symbol = "getpid" }}
+[deployment.rollout]
+steps = [{{ percent = 25, bake_seconds = 2 }}, {{ percent = 100, bake_seconds = 0.5 }}]
+"#
+    );
+    let mut h = Harness::new("up", &deployment);
+    let d1 = h.publish("up1", "agent/uprobe", "stable", Signer::Trusted);
+    h.start_agent();
+    h.wait_for("up1 stable", 20 * SEC, |s| s["stable"] == d1.as_str());
+    let d2 = h.publish("up2", "agent/uprobe", "stable", Signer::Trusted);
+    let s = h.wait_for("up2 canary", 15 * SEC, |s| s["canary"] == d2.as_str());
+    assert!(s["split"].as_str().unwrap().starts_with("random"), "{s}");
+    let (p1, p2) = (h.version_pin("calls", &d1), h.version_pin("calls", &d2));
+    let (a1, a2) = (good_events(&p1), good_events(&p2));
+    for _ in 0..20_000 {
+        // SAFETY: getpid has no preconditions; glibc's wrapper is the probed function.
+        unsafe { libc::getpid() };
+    }
+    // up1 adds 1 per call it sees, up2 adds 2: the canary's share of all calls both saw.
+    let stable = good_events(&p1) - a1;
+    let canary = (good_events(&p2) - a2) / 2;
+    let n = stable + canary;
+    assert!(n >= 20_000, "every call is seen by one version: {n}");
+    let share = canary as f64 / n as f64;
+    let z = (share - 0.25) / (0.25f64 * 0.75 / n as f64).sqrt();
+    assert!(
+        z.abs() < 5.0,
+        "canary saw {share:.3} of calls at 25% (z = {z:.2})"
+    );
+    h.wait_for("up2 promoted", 20 * SEC, |s| {
+        s["phase"] == "stable" && s["stable"] == d2.as_str()
+    });
+}

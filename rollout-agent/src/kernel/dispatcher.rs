@@ -33,6 +33,8 @@ pub enum HookKind {
     Xdp,
     Tc,
     Tracepoint,
+    /// User-space function entry (kprobe-type programs).
+    Uprobe,
 }
 
 impl HookKind {
@@ -42,13 +44,14 @@ impl HookKind {
             HookKind::Xdp => sys::PROG_TYPE_XDP,
             HookKind::Tc => sys::PROG_TYPE_SCHED_CLS,
             HookKind::Tracepoint => sys::PROG_TYPE_TRACEPOINT,
+            HookKind::Uprobe => sys::PROG_TYPE_KPROBE,
         }
     }
 
     fn expected_attach_type(self) -> u32 {
         match self {
             HookKind::Xdp => sys::ATTACH_XDP,
-            HookKind::Tc | HookKind::Tracepoint => 0,
+            HookKind::Tc | HookKind::Tracepoint | HookKind::Uprobe => 0,
         }
     }
 
@@ -56,7 +59,7 @@ impl HookKind {
     fn fallback_verdict(self) -> i32 {
         match self {
             HookKind::Xdp => 2,
-            HookKind::Tc | HookKind::Tracepoint => 0,
+            HookKind::Tc | HookKind::Tracepoint | HookKind::Uprobe => 0,
         }
     }
 
@@ -399,7 +402,7 @@ pub fn dispatcher_program(
                 .call(HELPER_HASH_RECALC)
                 .goto("hashed");
         }
-        HookKind::Tracepoint => {
+        HookKind::Tracepoint | HookKind::Uprobe => {
             a.goto("random");
         }
     }
@@ -459,7 +462,12 @@ mod tests {
 
     #[test]
     fn programs_assemble_for_every_hook() {
-        for kind in [HookKind::Xdp, HookKind::Tc, HookKind::Tracepoint] {
+        for kind in [
+            HookKind::Xdp,
+            HookKind::Tc,
+            HookKind::Tracepoint,
+            HookKind::Uprobe,
+        ] {
             let p = dispatcher_program(kind, 3, 4, 5);
             assert!(p.len() > 20 && p.len() < 200, "{kind:?}: {}", p.len());
             // The program ends with `exit`.

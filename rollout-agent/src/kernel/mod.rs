@@ -6,6 +6,7 @@ pub mod dispatcher;
 pub mod probe;
 pub mod rename;
 pub mod sys;
+pub mod uprobe;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -123,6 +124,7 @@ pub fn load_program(
         (HookKind::Tracepoint, aya::programs::Program::TracePoint(p)) => {
             p.load().map(|_| p.fd().map(dup))
         }
+        (HookKind::Uprobe, aya::programs::Program::UProbe(p)) => p.load().map(|_| p.fd().map(dup)),
         _ => {
             return Err(KernelError::WrongProgramType {
                 program: program.to_string(),
@@ -206,6 +208,12 @@ pub enum Hook {
         category: String,
         name: String,
     },
+    /// Entry of `symbol` in the ELF file `binary` (an executable or shared library), every
+    /// process.
+    Uprobe {
+        binary: String,
+        symbol: String,
+    },
 }
 
 impl Hook {
@@ -215,6 +223,7 @@ impl Hook {
             Hook::Xdp { .. } => HookKind::Xdp,
             Hook::Tc { .. } => HookKind::Tc,
             Hook::Tracepoint { .. } => HookKind::Tracepoint,
+            Hook::Uprobe { .. } => HookKind::Uprobe,
         }
     }
 }
@@ -228,6 +237,7 @@ impl std::fmt::Display for Hook {
                 direction,
             } => write!(f, "tc/{interface}/{direction:?}"),
             Hook::Tracepoint { category, name } => write!(f, "tracepoint/{category}/{name}"),
+            Hook::Uprobe { binary, symbol } => write!(f, "uprobe/{binary}:{symbol}"),
         }
     }
 }
@@ -272,6 +282,7 @@ pub fn attach(hook: &Hook, prog: &impl AsRawFd) -> Result<OwnedFd, KernelError> 
             Ok(sys::link_create(prog, ifindex(interface)?, t, 0)?)
         }
         Hook::Tracepoint { category, name } => attach_tracepoint(category, name, prog),
+        Hook::Uprobe { binary, symbol } => uprobe::attach(Path::new(binary), symbol, prog),
     }
 }
 
@@ -314,11 +325,16 @@ fn tracepoint_id(category: &str, name: &str) -> Result<u64, KernelError> {
 
 fn perf_event_open_tracepoint(id: u64) -> Result<OwnedFd, KernelError> {
     const PERF_TYPE_TRACEPOINT: u32 = 2;
-    const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
     let mut attr = [0u64; 16];
     attr[0] = u64::from(PERF_TYPE_TRACEPOINT) | (128u64 << 32); // type, size
     attr[1] = id; // config
     attr[2] = 1; // sample_period
+    perf_event_open(&attr)
+}
+
+/// `perf_event_open(attr, pid = -1, cpu = 0)`: every process (what BPF perf links need).
+pub(crate) fn perf_event_open(attr: &[u64; 16]) -> Result<OwnedFd, KernelError> {
+    const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
     // SAFETY: attr is a zeroed perf_event_attr of the declared size.
     let fd = unsafe {
         libc::syscall(

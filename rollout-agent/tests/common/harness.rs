@@ -49,7 +49,7 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let policy = format!(
             "version = 1\n[[trust]]\nrepositories = [\"127.0.0.1:*/**\"]\nkeys = [\"\"\"\n{}\"\"\"]\n\
-             [ebpf]\nallowed_program_types = [\"xdp\", \"sched_cls\", \"tracepoint\"]\nrequire_btf = true\n",
+             [ebpf]\nallowed_program_types = [\"xdp\", \"sched_cls\", \"tracepoint\", \"kprobe\"]\nrequire_btf = true\n",
             trusted.public_key().to_pem()
         );
         std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
