@@ -383,7 +383,30 @@ steps = [{{ percent = 50, bake_seconds = 0.5 }}]
     send_all_received(&veth, &rx, 500, 50);
     let d2 = h.publish("pin16b", "agent/pinned", "stable", Signer::Trusted);
     h.wait_for("pin16b promoted", 20 * SEC, |s| s["stable"] == d2.as_str());
+    // Killed while pulling (verifying/fetching pin32): nothing is half-done; the restarted agent
+    // takes the digest again from the start.
     let d3 = h.publish("pin32", "agent/pinned", "stable", Signer::Trusted);
+    let deadline = std::time::Instant::now() + 15 * SEC;
+    loop {
+        let s = h.status().unwrap_or_default();
+        if s["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("verifying") && m.contains(&d3))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never saw pin32 being verified: {s}"
+        );
+    }
+    h.kill_agent();
+    send_all_received(&veth, &rx, 500, 50);
+    assert!(
+        !h.audit_log().iter().any(|e| e["digest"] == d3.as_str()),
+        "nothing was decided about pin32 before the kill"
+    );
+    h.start_agent();
     let s = h.wait_for("pin32 refused", 15 * SEC, |s| rejected(s, &d3).is_some());
     let reason = rejected(&s, &d3).unwrap();
     assert!(
