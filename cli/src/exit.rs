@@ -35,7 +35,7 @@ impl Failure {
             Failure::Error(e) => (2, e, "error"),
             Failure::Reported(inner) => return inner.report(out),
         };
-        let message = format!("{err:#}");
+        let message = one_line(&err);
         if out == OutputFormat::Json && !printed {
             let v = serde_json::json!({ "ok": false, "kind": kind, "error": message });
             println!("{v}");
@@ -47,3 +47,34 @@ impl Failure {
 
 /// Shorthand for command results.
 pub type CmdResult = Result<(), Failure>;
+
+/// The error and its causes on one line, `outer: cause: cause`, leaving out a cause whose text
+/// the line already carries (library errors often include their source in their own message).
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(io).context("p.toml: key k.pub: No such file");
+        assert_eq!(one_line(&e), "p.toml: key k.pub: No such file");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(one_line(&e), "outer: inner");
+    }
+}

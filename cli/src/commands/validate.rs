@@ -254,7 +254,7 @@ fn validate_one(file: &Path, policy: Option<&Policy>, digest: ReportDigest) -> F
         Err(e) => FileResult {
             file: file.to_owned(),
             valid: false,
-            outcome: Outcome::Error(format!("{e:#}")),
+            outcome: Outcome::Error(crate::exit::one_line(&e)),
             kernel: None,
         },
     }
