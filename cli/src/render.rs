@@ -85,12 +85,14 @@ pub fn inspection(name: &str, inspection: &Inspection, out: &mut String) {
             if let Some(e) = &r.error {
                 let _ = writeln!(out, "  error: {e}");
             }
-            for i in &r.imports {
+            for i in r.imports.iter().take(LISTED) {
                 let _ = writeln!(out, "  import {}::{} ({})", i.module, i.name, i.kind);
             }
-            for e in &r.exports {
+            more(out, "import", r.imports.len());
+            for e in r.exports.iter().take(LISTED) {
                 let _ = writeln!(out, "  export {} ({})", e.name, e.kind);
             }
+            more(out, "export", r.exports.len());
             for m in &r.memories {
                 let _ = writeln!(
                     out,
@@ -110,4 +112,18 @@ pub fn inspection(name: &str, inspection: &Inspection, out: &mut String) {
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// Imports/exports listed in the text report; `--output json` lists them all (a large module
+/// such as duckdb-wasm exports ~180,000 symbols: a page of them helps nobody).
+const LISTED: usize = 50;
+
+fn more(out: &mut String, what: &str, total: usize) {
+    if total > LISTED {
+        let _ = writeln!(
+            out,
+            "  … and {} more {what}s (--output json lists all {total})",
+            total - LISTED
+        );
+    }
 }
