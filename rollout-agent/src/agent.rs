@@ -68,6 +68,8 @@ impl Agent {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if !config.deployments.iter().any(|d| d.name == name) {
                     HookRuntime::remove_all(&e.path());
+                    let _ =
+                        std::fs::remove_file(crate::state::state_path(&config.state_dir, &name));
                     ctx.audit.record(&crate::audit::AuditEvent {
                         deployment: &name,
                         action: "removed",
@@ -107,10 +109,14 @@ impl Agent {
         Ok(Agent { registry, threads })
     }
 
-    /// Blocks while the deployments run.
+    /// Blocks while the agent runs (also with no deployments: the control socket and the
+    /// metrics stay up). Deployment loops end only with the process.
     pub fn wait(self) {
         for t in self.threads {
             let _ = t.join();
+        }
+        loop {
+            std::thread::park();
         }
     }
 }

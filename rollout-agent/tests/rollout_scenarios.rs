@@ -434,6 +434,28 @@ steps = [{{ percent = 50, bake_seconds = 0.5 }}]
     );
     assert!(h.pin_root.join("stateful/link").exists(), "re-attached");
     send_all_received(&veth, &rx, 500, 50);
+
+    // The deployment leaves the configuration: the agent detaches and removes what it owned.
+    h.kill_agent();
+    h.remove_deployments();
+    h.start_agent();
+    assert!(!h.pin_root.join("stateful").exists(), "pins removed");
+    assert!(
+        !h.dir
+            .path()
+            .join("state/deployments/stateful.json")
+            .exists(),
+        "state removed"
+    );
+    let link_gone = std::process::Command::new("ip")
+        .args(["-d", "link", "show", "dev", &veth.host])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&link_gone.stdout).contains("xdp"),
+        "XDP detached"
+    );
+    send_all_received(&veth, &rx, 500, 50);
 }
 
 #[test]

@@ -126,6 +126,13 @@ impl Harness {
         published.descriptor.digest
     }
 
+    /// Removes every deployment from the configuration (the agent must then clean up).
+    pub fn remove_deployments(&self) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let kept = text.split("[[deployment]]").next().unwrap().to_string();
+        std::fs::write(&self.config, kept).unwrap();
+    }
+
     pub fn start_agent(&mut self) {
         assert!(self.agent.is_none());
         let log = std::fs::OpenOptions::new()
@@ -143,7 +150,17 @@ impl Harness {
             .expect("agent starts");
         self.agent = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while self.status().is_none() {
+        let answering = |h: &Self| {
+            request(
+                &h.socket,
+                &Request {
+                    command: "status".into(),
+                    deployment: None,
+                },
+            )
+            .is_ok()
+        };
+        while !answering(self) {
             let exited = self
                 .agent
                 .as_mut()
