@@ -135,6 +135,8 @@ struct Snapshot {
     runs: [u64; 2],
     aborts: [u64; 2],
     health: [(u64, u64); 2],
+    /// The canary's own run count (`BPF_ENABLE_STATS`), for a whole-host canary.
+    canary_run_cnt: u64,
 }
 
 /// A deployment's loop.
@@ -263,6 +265,19 @@ impl Deployment {
             }
         }
         match (self.state.phase, serving) {
+            // A whole-host canary at the hook: keep measuring it from the start of its step.
+            (Phase::Canary | Phase::Paused, Serving::Canary) if self.state.whole_host.is_some() => {
+                if let Err(e) = self.hook.resume_whole_host() {
+                    self.roll_back(&format!("cannot resume the canary: {e}"), "attach_error");
+                    return;
+                }
+                self.enter_step(self.state.step.min(self.spec.rollout.steps.len() - 1));
+                self.audit(
+                    "resumed",
+                    self.state.canary.as_ref().map(|c| c.digest.as_str()),
+                    "whole-host canary resumed after restart",
+                );
+            }
             // Killed after promoting in the kernel but before saving: finish the promotion.
             (Phase::Canary | Phase::Paused, Serving::Canary) => {
                 let _ = self.hook.promote();
@@ -270,11 +285,17 @@ impl Deployment {
             }
             // A canary is recorded and loaded: resume it from the start of its step.
             (Phase::Canary | Phase::Paused, _) if self.hook.canary.is_some() => {
-                if let Some(c) = self.hook.canary.take()
-                    && let Err(e) = self.hook.start_canary(c)
-                {
-                    self.roll_back(&format!("cannot resume the canary: {e}"), "attach_error");
-                    return;
+                if let Some(c) = self.hook.canary.take() {
+                    match self.hook.start_canary(c) {
+                        Ok(split) => self.record_split(split),
+                        Err(e) => {
+                            self.roll_back(
+                                &format!("cannot resume the canary: {e}"),
+                                "attach_error",
+                            );
+                            return;
+                        }
+                    }
                 }
                 self.enter_step(self.state.step.min(self.spec.rollout.steps.len() - 1));
                 self.audit(
@@ -580,9 +601,12 @@ impl Deployment {
         self.state.phase = Phase::Canary;
         self.state.step = 0;
         self.save();
-        if let Err(e) = self.hook.start_canary(prog) {
-            self.roll_back(&format!("attach failed: {e}"), "attach_error");
-            return;
+        match self.hook.start_canary(prog) {
+            Ok(split) => self.record_split(split),
+            Err(e) => {
+                self.roll_back(&format!("attach failed: {e}"), "attach_error");
+                return;
+            }
         }
         self.enter_step(0);
         self.status().last_canary_start_ms = Some(seen.elapsed().as_secs_f64() * 1000.0);
@@ -646,6 +670,22 @@ impl Deployment {
         self.save();
     }
 
+    /// Records how the canary was put in place (a whole-host canary is said in status and audit).
+    fn record_split(&mut self, split: crate::hook::CanarySplit) {
+        self.state.whole_host = match split {
+            crate::hook::CanarySplit::Dispatcher => None,
+            crate::hook::CanarySplit::WholeHost(why) => {
+                self.audit(
+                    "whole_host",
+                    self.state.canary.as_ref().map(|c| c.digest.as_str()),
+                    &format!("canary on the whole host: {why}"),
+                );
+                Some(why)
+            }
+        };
+        self.save();
+    }
+
     fn take_snapshot(&self) -> Snapshot {
         let c = self.hook.counters();
         let h = |p: &Option<LoadedProgram>| p.as_ref().and_then(health_counts).unwrap_or_default();
@@ -653,6 +693,12 @@ impl Deployment {
             runs: c.runs,
             aborts: c.aborts,
             health: [h(&self.hook.stable), h(&self.hook.canary)],
+            canary_run_cnt: self
+                .hook
+                .canary
+                .as_ref()
+                .and_then(|p| p.info().ok())
+                .map_or(0, |i| i.run_cnt),
         }
     }
 
@@ -682,6 +728,17 @@ impl Deployment {
                 .saturating_sub(self.snapshot.health[slot].1),
             cost_ns: cost(p),
         };
+        if self.hook.whole_host {
+            // Every event goes to the canary; its aborts are attributed to the program at the
+            // hook (slot 0). There is no concurrent stable baseline on this host.
+            let mut canary = mk(0, &self.hook.canary);
+            canary.runs = now
+                .canary_run_cnt
+                .saturating_sub(self.snapshot.canary_run_cnt);
+            canary.good = now.health[1].0.saturating_sub(self.snapshot.health[1].0);
+            canary.bad = now.health[1].1.saturating_sub(self.snapshot.health[1].1);
+            return [VersionSample::default(), canary];
+        }
         [mk(0, &self.hook.stable), mk(1, &self.hook.canary)]
     }
 
@@ -765,6 +822,7 @@ impl Deployment {
             now_unix() + self.spec.rollout.rollback_window_seconds.ceil() as u64;
         self.state.stable = self.state.canary.take();
         self.state.phase = Phase::Stable;
+        self.state.whole_host = None;
         self.save();
         let d = self.state.stable.as_ref().map(|v| v.digest.clone());
         self.audit("promoted", d.as_deref(), why);
@@ -787,6 +845,7 @@ impl Deployment {
             self.status().last_rollback_latency_us = Some(t.as_secs_f64() * 1e6);
         }
         self.count_rollback(reason_kind);
+        self.state.whole_host = None;
         let canary = self.state.canary.take();
         self.state.phase = if self.state.stable.is_some() {
             Phase::Stable
@@ -877,7 +936,9 @@ impl Deployment {
         let mut s = self.status();
         s.runs = c.runs;
         s.aborts = c.aborts;
-        s.canary_percent = if self.state.canary.is_some() {
+        s.canary_percent = if self.hook.whole_host {
+            100.0
+        } else if self.state.canary.is_some() {
             f64::from(share) / 100.0
         } else {
             0.0
@@ -903,6 +964,10 @@ impl Deployment {
         s.step = self.state.canary.as_ref().map(|_| self.state.step);
         s.steps = self.spec.rollout.steps.len();
         s.split = match (self.spec.rollout.split, self.hook.kind().has_flows()) {
+            _ if self.state.whole_host.is_some() => format!(
+                "whole-host canary: {}",
+                self.state.whole_host.as_deref().unwrap_or_default()
+            ),
             (crate::kernel::SplitMode::FlowHash, true) => "flow_hash".into(),
             (crate::kernel::SplitMode::FlowHash, false) => {
                 "random (tracepoint and uprobe events carry no flow: per-event split)".into()

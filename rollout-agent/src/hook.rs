@@ -38,6 +38,21 @@ pub struct HookRuntime {
     pub previous: Option<LoadedProgram>,
     split: SplitMode,
     salt: u32,
+    /// The canary runs at the hook directly, for all of this host's traffic, because the
+    /// dispatcher cannot tail-call it (e.g. an `xdp.frags` program): whole-host canary.
+    pub whole_host: bool,
+    /// Keeps `BPF_ENABLE_STATS` on while a whole-host canary runs (its run count is its
+    /// event count).
+    stats: Option<OwnedFd>,
+}
+
+/// How a canary was put in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CanarySplit {
+    /// Behind the dispatcher, at the step's share of events.
+    Dispatcher,
+    /// At the hook for the whole host, with the reason the dispatcher could not split.
+    WholeHost(String),
 }
 
 fn remove_pin(path: &Path) {
@@ -85,6 +100,8 @@ impl HookRuntime {
             tracker_link,
             split,
             salt,
+            whole_host: false,
+            stats: None,
         })
     }
 
@@ -194,7 +211,7 @@ impl HookRuntime {
     }
 
     /// Puts `canary` beside the stable version behind the dispatcher, at 0% until the first step.
-    pub fn start_canary(&mut self, canary: LoadedProgram) -> Result<(), KernelError> {
+    pub fn start_canary(&mut self, canary: LoadedProgram) -> Result<CanarySplit, KernelError> {
         let stable_fd = match &self.stable {
             Some(s) => {
                 s.fd.try_clone()
@@ -206,10 +223,21 @@ impl HookRuntime {
                 ));
             }
         };
+        let always = self.dispatcher_always();
         let d = self.ensure_dispatcher()?;
         d.set_canary_share(0)?;
-        d.set_slot(0, &stable_fd)?;
-        d.set_slot(1, &canary.fd)?;
+        let slotted = d
+            .set_slot(0, &stable_fd)
+            .and_then(|_| d.set_slot(1, &canary.fd));
+        if let Err(e) = slotted {
+            let incompatible =
+                matches!(&e, KernelError::Sys(s) if s.source.raw_os_error() == Some(libc::EINVAL));
+            if !incompatible || always {
+                return Err(e);
+            }
+            d.clear_slot(1)?;
+            return self.start_whole_host(canary, &stable_fd);
+        }
         let (dfd, did) = (
             d.prog
                 .try_clone()
@@ -228,6 +256,36 @@ impl HookRuntime {
                 }
             }
         }
+        Ok(CanarySplit::Dispatcher)
+    }
+
+    /// The canary replaces the stable version at the hook (one link update) for the whole host.
+    fn start_whole_host(
+        &mut self,
+        canary: LoadedProgram,
+        stable_fd: &OwnedFd,
+    ) -> Result<CanarySplit, KernelError> {
+        self.stats = Some(sys::enable_stats()?);
+        let link = self
+            .link
+            .as_ref()
+            .ok_or_else(|| KernelError::Object("nothing attached".into()))?;
+        sys::link_update(link, &canary.fd, Some(stable_fd))?;
+        if let Some(d) = &self.dispatcher {
+            d.set_attached(canary.id)?;
+        }
+        self.canary = Some(canary);
+        self.whole_host = true;
+        Ok(CanarySplit::WholeHost(
+            "the dispatcher cannot tail-call this version (program flags differ, e.g. xdp.frags)"
+                .into(),
+        ))
+    }
+
+    /// After a restart: the recorded whole-host canary is at the hook; keep measuring it.
+    pub fn resume_whole_host(&mut self) -> Result<(), KernelError> {
+        self.stats = Some(sys::enable_stats()?);
+        self.whole_host = true;
         Ok(())
     }
 
@@ -243,6 +301,20 @@ impl HookRuntime {
     /// the switch took (decision to stable serving all traffic).
     pub fn roll_back_canary(&mut self) -> Result<std::time::Duration, KernelError> {
         let started = Instant::now();
+        if self.whole_host {
+            if let (Some(link), Some(stable), Some(canary)) =
+                (&self.link, &self.stable, &self.canary)
+            {
+                sys::link_update(link, &stable.fd, Some(&canary.fd))?;
+                if let Some(d) = &self.dispatcher {
+                    d.set_attached(stable.id)?;
+                }
+            }
+            self.whole_host = false;
+            self.stats = None;
+            self.canary = None;
+            return Ok(started.elapsed());
+        }
         if let Some(d) = &self.dispatcher {
             // One map update: from here on every event goes to the stable slot.
             d.set_canary_share(0)?;
@@ -269,6 +341,17 @@ impl HookRuntime {
         let Some(canary) = self.canary.take() else {
             return Ok(());
         };
+        if self.whole_host {
+            // Already at the hook: only the bookkeeping changes.
+            if let Some(d) = &self.dispatcher {
+                d.set_attached(canary.id)?;
+            }
+            self.whole_host = false;
+            self.stats = None;
+            self.previous = self.stable.take();
+            self.stable = Some(canary);
+            return Ok(());
+        }
         let always = self.dispatcher_always();
         let d = self.ensure_dispatcher()?;
         if always {

@@ -61,6 +61,9 @@ pub struct DeploymentState {
     pub previous: Option<VersionRecord>,
     pub previous_until_unix: u64,
     pub rejected: Vec<Rejection>,
+    /// The canary runs at the hook for the whole host (the dispatcher cannot tail-call it).
+    #[serde(default)]
+    pub whole_host: Option<String>,
 }
 
 impl DeploymentState {

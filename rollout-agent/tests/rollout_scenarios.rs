@@ -508,3 +508,78 @@ steps = [{{ percent = 25, bake_seconds = 2 }}, {{ percent = 100, bake_seconds = 
         s["phase"] == "stable" && s["stable"] == d2.as_str()
     });
 }
+
+/// A version the dispatcher cannot tail-call (an `xdp.frags` program beside a plain one) is
+/// canaried on the whole host instead, said so in status and audit, measured from its own run
+/// count, and promoted.
+#[test]
+fn whole_host_canary_when_the_dispatcher_cannot_split() {
+    if !common::can_use_kernel("whole_host_canary_when_the_dispatcher_cannot_split") {
+        return;
+    }
+    let _serial = serial();
+    let veth = VethPair::create("ag3", 236);
+    let rx = UdpCounter::bind(&veth.host_ip);
+    let deployment = format!(
+        r#"
+[[deployment]]
+name = "frags"
+artifact = "{{registry}}/agent/frags:stable"
+program = "filter"
+hook = {{ type = "xdp", interface = "{}", mode = "generic" }}
+[deployment.rollout]
+steps = [{{ percent = 10, bake_seconds = 2 }}]
+[deployment.analysis]
+interval_seconds = 0.5
+[[deployment.checks]]
+type = "aborts"
+max = 0.0
+"#,
+        veth.host
+    );
+    let mut h = Harness::new("wh", &deployment);
+    let d1 = h.publish("v1", "agent/frags", "stable", Signer::Trusted);
+    h.start_agent();
+    h.wait_for("v1 stable", 20 * SEC, |s| s["stable"] == d1.as_str());
+    let d8 = h.publish("v8_frags", "agent/frags", "stable", Signer::Trusted);
+    let s = h.wait_for("v8 whole-host canary", 15 * SEC, |s| {
+        s["canary"] == d8.as_str()
+    });
+    assert!(
+        s["split"]
+            .as_str()
+            .unwrap()
+            .starts_with("whole-host canary"),
+        "{s}"
+    );
+    assert_eq!(s["canary_percent"], 100.0);
+    let pin = h.version_pin("frags", &d8);
+    {
+        use bpfship_agent::kernel::sys;
+        let link = sys::obj_get(&h.pin_root.join("frags/link")).unwrap();
+        let v8 = sys::prog_info(&sys::obj_get(&pin).unwrap()).unwrap().id;
+        assert_eq!(
+            sys::link_prog_id(&link).unwrap(),
+            v8,
+            "the canary runs at the hook itself"
+        );
+    }
+    let before = good_events(&pin);
+    // Traffic through the bake: the aborts check fails on no data, so it needs events.
+    for _ in 0..6 {
+        send_all_received(&veth, &rx, 300, 30);
+    }
+    assert!(
+        good_events(&pin) - before >= 1800,
+        "every packet went to the canary"
+    );
+    h.wait_for("v8 promoted", 20 * SEC, |s| {
+        s["phase"] == "stable" && s["stable"] == d8.as_str()
+    });
+    assert!(
+        h.audit_log()
+            .iter()
+            .any(|e| e["action"] == "whole_host" && e["digest"] == d8.as_str())
+    );
+    send_all_received(&veth, &rx, 500, 50);
+}

@@ -2,6 +2,7 @@
 //   -DVERSION=n        makes each version's bytecode (and digest) distinct
 //   -DBEHAVIOUR=...    GOOD (pass, count good), ABORT (XDP_ABORTED), DROP (drop, count bad),
 //                      BAD_COUNTER (pass, count bad), REJECT (the kernel verifier refuses it)
+//   -DFRAGS            puts it in section xdp.frags (multi-buffer): the dispatcher cannot tail-call it
 // Health convention (documented in the agent's README): array map `bpfship_health`,
 // key 0 = good events, key 1 = bad events. `seen` counts every packet this version saw.
 #include <linux/bpf.h>
@@ -34,7 +35,11 @@ static __always_inline void count(__u32 key)
 		__sync_fetch_and_add(v, 1);
 }
 
+#ifdef FRAGS
+SEC("xdp.frags")
+#else
 SEC("xdp")
+#endif
 int filter(struct xdp_md *ctx)
 {
 	/* Never true for real traffic: makes each version's bytecode distinct. */
