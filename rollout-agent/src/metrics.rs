@@ -36,6 +36,11 @@ pub fn render(reg: &Registry) -> String {
         "XDP aborts attributed to each version.",
         "counter",
     );
+    family(
+        "bpfship_version_cost_ns",
+        "Nanoseconds per run of each version (BPF_PROG_TEST_RUN, last measurement).",
+        "gauge",
+    );
     family("bpfship_rollbacks_total", "Rollbacks by reason.", "counter");
     family(
         "bpfship_last_verification_ok",
@@ -73,6 +78,14 @@ pub fn render(reg: &Registry) -> String {
                 "bpfship_version_aborts_total{{deployment=\"{name}\",version=\"{version}\"}} {}",
                 s.aborts[slot]
             );
+        }
+        for (version, sample) in [("stable", &s.stable_sample), ("canary", &s.canary_sample)] {
+            if let Some(ns) = sample.cost_ns {
+                let _ = writeln!(
+                    out,
+                    "bpfship_version_cost_ns{{deployment=\"{name}\",version=\"{version}\"}} {ns}"
+                );
+            }
         }
         for (reason, n) in &s.rollbacks {
             let _ = writeln!(
@@ -114,4 +127,49 @@ pub fn serve(address: &str, reg: Arc<Registry>) -> std::io::Result<()> {
         }
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deployment::{DeploymentStatus, VerificationStatus};
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    #[test]
+    fn renders_every_family_per_deployment() {
+        let mut s = DeploymentStatus {
+            phase: Phase::Canary,
+            canary_percent: 10.0,
+            runs: [90, 10],
+            aborts: [0, 3],
+            registry: "ok".into(),
+            last_verification: Some(VerificationStatus {
+                digest: "sha256:ab".into(),
+                ok: true,
+                detail: String::new(),
+            }),
+            ..Default::default()
+        };
+        s.rollbacks.insert("analysis".into(), 2);
+        s.canary_sample.cost_ns = Some(12.0);
+        let reg = Registry {
+            statuses: BTreeMap::from([("edge".to_string(), Arc::new(Mutex::new(s)))]),
+            commands: BTreeMap::new(),
+        };
+        let text = render(&reg);
+        for line in [
+            "bpfship_deployment_phase{deployment=\"edge\",phase=\"canary\"} 1",
+            "bpfship_deployment_phase{deployment=\"edge\",phase=\"stable\"} 0",
+            "bpfship_canary_percent{deployment=\"edge\"} 10",
+            "bpfship_version_runs_total{deployment=\"edge\",version=\"canary\"} 10",
+            "bpfship_version_aborts_total{deployment=\"edge\",version=\"canary\"} 3",
+            "bpfship_version_cost_ns{deployment=\"edge\",version=\"canary\"} 12",
+            "bpfship_rollbacks_total{deployment=\"edge\",reason=\"analysis\"} 2",
+            "bpfship_last_verification_ok{deployment=\"edge\",digest=\"sha256:ab\"} 1",
+            "bpfship_registry_up{deployment=\"edge\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+    }
 }
