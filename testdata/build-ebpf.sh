@@ -31,7 +31,8 @@ asrc=$(cd "$(dirname "$0")/agent" && pwd)
 mkdir -p "$out/agent"
 for spec in "${agent[@]}"; do
   IFS=: read -r name source defs <<<"$spec"
-  if [ ! -e "$out/agent/$name.o" ] || [ "$asrc/$source.c" -nt "$out/agent/$name.o" ]; then
+  if [ ! -e "$out/agent/$name.o" ] || [ "$asrc/$source.c" -nt "$out/agent/$name.o" ] ||
+     [ "$asrc/bpfship_health.h" -nt "$out/agent/$name.o" ]; then
     # shellcheck disable=SC2086
     clang -O2 -g -target bpf "${inc[@]}" $defs -c "$asrc/$source.c" -o "$out/agent/$name.o.tmp"
     mv "$out/agent/$name.o.tmp" "$out/agent/$name.o"

@@ -13,6 +13,17 @@ fn pin_dir(tag: &str) -> tempfile::TempDir {
         .expect("bpffs mounted at /sys/fs/bpf")
 }
 
+/// Loads the test version `name`'s XDP program `filter`, its maps pinned under `pins/name`.
+fn load_xdp(name: &str, pins: &tempfile::TempDir) -> kernel::LoadedProgram {
+    kernel::load_program(
+        &common::object(name),
+        "filter",
+        HookKind::Xdp,
+        &pins.path().join(name),
+    )
+    .unwrap()
+}
+
 /// An Ethernet + IPv4 + UDP frame with the given source port.
 fn udp_frame(src_port: u16) -> Vec<u8> {
     let mut f = vec![0u8; 64];
@@ -38,20 +49,7 @@ fn dispatcher_splits_by_share_and_flow() {
         return;
     }
     let pins = pin_dir("kd-split");
-    let v1 = kernel::load_program(
-        &common::object("v1"),
-        "filter",
-        HookKind::Xdp,
-        &pins.path().join("v1"),
-    )
-    .unwrap();
-    let v2 = kernel::load_program(
-        &common::object("v2"),
-        "filter",
-        HookKind::Xdp,
-        &pins.path().join("v2"),
-    )
-    .unwrap();
+    let (v1, v2) = (load_xdp("v1", &pins), load_xdp("v2", &pins));
     let d = Dispatcher::create(HookKind::Xdp, SplitMode::Random, 0x1234_5678)
         .expect("dispatcher loads");
     d.set_slot(0, &v1.fd).unwrap();
@@ -144,20 +142,7 @@ fn hook_swap_and_pins_survive_the_process() {
     }
     let pins = pin_dir("kd-hook");
     let veth = common::VethPair::create("kd1", 231);
-    let v1 = kernel::load_program(
-        &common::object("v1"),
-        "filter",
-        HookKind::Xdp,
-        &pins.path().join("v1"),
-    )
-    .unwrap();
-    let v2 = kernel::load_program(
-        &common::object("v2"),
-        "filter",
-        HookKind::Xdp,
-        &pins.path().join("v2"),
-    )
-    .unwrap();
+    let (v1, v2) = (load_xdp("v1", &pins), load_xdp("v2", &pins));
     let hook = Hook::Xdp {
         interface: veth.host.clone(),
         mode: XdpMode::Generic,

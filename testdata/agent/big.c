@@ -2,17 +2,11 @@
 // read-only table the program indexes. -DVERSION=n makes versions distinct.
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include "bpfship_health.h"
 
 #ifndef VERSION
 #define VERSION 1
 #endif
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(max_entries, 2);
-} bpfship_health SEC(".maps");
 
 #define ROW(n) n, n + 1, n + 2, n + 3, n + 4, n + 5, n + 6, n + 7
 const volatile unsigned char table[96 * 1024] = { ROW(VERSION) };
@@ -20,10 +14,7 @@ const volatile unsigned char table[96 * 1024] = { ROW(VERSION) };
 SEC("xdp")
 int filter(struct xdp_md *ctx)
 {
-	__u32 key = table[ctx->rx_queue_index & 0xffff] == 255 ? 1 : 0;
-	__u64 *v = bpf_map_lookup_elem(&bpfship_health, &key);
-	if (v)
-		__sync_fetch_and_add(v, 1);
+	bpfship_count(table[ctx->rx_queue_index & 0xffff] == 255 ? BPFSHIP_BAD : BPFSHIP_GOOD);
 	return XDP_PASS;
 }
 

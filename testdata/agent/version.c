@@ -7,6 +7,7 @@
 // key 0 = good events, key 1 = bad events. `seen` counts every packet this version saw.
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include "bpfship_health.h"
 
 #define GOOD 0
 #define ABORT 1
@@ -21,20 +22,6 @@
 #define BEHAVIOUR GOOD
 #endif
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(max_entries, 2);
-} bpfship_health SEC(".maps");
-
-static __always_inline void count(__u32 key)
-{
-	__u64 *v = bpf_map_lookup_elem(&bpfship_health, &key);
-	if (v)
-		__sync_fetch_and_add(v, 1);
-}
-
 #ifdef FRAGS
 SEC("xdp.frags")
 #else
@@ -48,16 +35,16 @@ int filter(struct xdp_md *ctx)
 #if BEHAVIOUR == ABORT
 	return XDP_ABORTED;
 #elif BEHAVIOUR == DROP
-	count(1);
+	bpfship_count(BPFSHIP_BAD);
 	return XDP_DROP;
 #elif BEHAVIOUR == BAD_COUNTER
-	count(1);
+	bpfship_count(BPFSHIP_BAD);
 	return XDP_PASS;
 #elif BEHAVIOUR == REJECT
 	/* Reads packet data without a bounds check: the kernel verifier refuses this. */
 	return *(volatile __u8 *)(long)ctx->data == 0 ? XDP_PASS : XDP_PASS;
 #else
-	count(0);
+	bpfship_count(BPFSHIP_GOOD);
 	return XDP_PASS;
 #endif
 }
