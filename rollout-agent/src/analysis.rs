@@ -297,6 +297,7 @@ mod tests {
             interval_seconds: 1.0,
             failure_limit: 1,
             consecutive_error_limit: 1,
+            count: None,
         };
         let mut pausing = check(CheckKind::Aborts, Some(0.0), None);
         pausing.on_no_data = Inconclusive::Pause;

@@ -152,6 +152,9 @@ pub struct AnalysisSpec {
     /// Consecutive measurement errors tolerated; one more rolls back.
     #[serde(default = "default_consecutive_error_limit")]
     pub consecutive_error_limit: u32,
+    /// Measurements each step needs before it can advance (Argo's `count`); the step also
+    /// lasts at least its bake time. Default 1 when checks are configured.
+    pub count: Option<u32>,
 }
 
 impl Default for AnalysisSpec {
@@ -160,6 +163,7 @@ impl Default for AnalysisSpec {
             interval_seconds: default_interval(),
             failure_limit: 0,
             consecutive_error_limit: default_consecutive_error_limit(),
+            count: None,
         }
     }
 }

@@ -784,9 +784,14 @@ impl Deployment {
         }
         let step = self.spec.rollout.steps[self.state.step];
         let baked = self.step_started.elapsed() >= Duration::from_secs_f64(step.bake_seconds);
-        let measured = self.analysis.measurements > 0
-            || self.spec.checks.is_empty()
-            || step.bake_seconds == 0.0;
+        let measured = match self.spec.analysis.count {
+            Some(count) => self.analysis.measurements >= count,
+            None => {
+                self.analysis.measurements > 0
+                    || self.spec.checks.is_empty()
+                    || step.bake_seconds == 0.0
+            }
+        };
         if baked && measured {
             if self.state.step + 1 < self.spec.rollout.steps.len() {
                 let next = self.state.step + 1;

@@ -477,7 +477,13 @@ artifact = "{{registry}}/agent/uprobe:stable"
 program = "probe"
 hook = {{ type = "uprobe", binary = "{libc}", symbol = "getpid" }}
 [deployment.rollout]
-steps = [{{ percent = 25, bake_seconds = 2 }}, {{ percent = 100, bake_seconds = 0.5 }}]
+steps = [{{ percent = 25, bake_seconds = 2 }}, {{ percent = 100, bake_seconds = 0 }}]
+[deployment.analysis]
+interval_seconds = 0.5
+count = 4
+[[deployment.checks]]
+type = "bad_events"
+max = 0.0
 "#
     );
     let mut h = Harness::new("up", &deployment);
@@ -507,6 +513,20 @@ steps = [{{ percent = 25, bake_seconds = 2 }}, {{ percent = 100, bake_seconds = 
     h.wait_for("up2 promoted", 20 * SEC, |s| {
         s["phase"] == "stable" && s["stable"] == d2.as_str()
     });
+    // `count = 4` at 0.5 s intervals holds even a step with no bake time for 4 measurements.
+    let audit = h.audit_log();
+    let at = |action: &str| {
+        audit
+            .iter()
+            .filter(|e| e["action"] == action && e["digest"] == d2.as_str())
+            .filter_map(|e| e["time_unix_ms"].as_u64())
+            .last()
+            .unwrap()
+    };
+    assert!(
+        at("promoted") - at("step") >= 1900,
+        "the last step took 4 measurements"
+    );
 }
 
 /// A version the dispatcher cannot tail-call (an `xdp.frags` program beside a plain one) is
