@@ -520,7 +520,7 @@ max = 0.0
             .iter()
             .filter(|e| e["action"] == action && e["digest"] == d2.as_str())
             .filter_map(|e| e["time_unix_ms"].as_u64())
-            .last()
+            .next_back()
             .unwrap()
     };
     assert!(
