@@ -73,14 +73,11 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
         OutputFormat::Text => ReportDigest::Skip,
         _ => ReportDigest::Compute,
     };
-    let mut results = validate_all(&args.files, policy.as_ref(), digest);
     if args.kernel {
         bpfship_agent::kernel::bpf_available()
             .map_err(|e| anyhow::anyhow!("--kernel needs root (or CAP_BPF): {e}"))?;
-        for r in &mut results {
-            check_in_kernel(r);
-        }
     }
+    let results = validate_all(&args.files, policy.as_ref(), digest, args.kernel);
     match out {
         OutputFormat::Json => print_json(&JsonOutput {
             files: &results,
@@ -144,6 +141,7 @@ fn validate_all(
     files: &[PathBuf],
     policy: Option<&Policy>,
     digest: ReportDigest,
+    kernel: bool,
 ) -> Vec<FileResult> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -155,7 +153,7 @@ fn validate_all(
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|f| validate_one(f, policy, digest))
+                        .map(|f| validate_one(f, policy, digest, kernel))
                         .collect::<Vec<_>>()
                 })
             })
@@ -167,9 +165,9 @@ fn validate_all(
     })
 }
 
-/// Loads a valid eBPF object's programs through the kernel verifier; a rejection makes the file
-/// invalid.
-fn check_in_kernel(r: &mut FileResult) {
+/// Loads a valid eBPF object's programs through the kernel verifier — the very bytes that were
+/// validated, never a second read of the file; a rejection makes the file invalid.
+fn check_in_kernel(r: &mut FileResult, bytes: &[u8]) {
     let Outcome::Report(rep) = &r.outcome else {
         return;
     };
@@ -187,15 +185,7 @@ fn check_in_kernel(r: &mut FileResult) {
         .iter()
         .filter_map(|p| Some((p.name.clone(), p.attach_target.clone()?)))
         .collect();
-    let bytes = match std::fs::read(&r.file) {
-        Ok(b) => b,
-        Err(e) => {
-            r.kernel = Some(KernelOutcome::NotLoaded(format!("cannot read: {e}")));
-            r.valid = false;
-            return;
-        }
-    };
-    match probe_object(&bytes, &targets, Path::new("/sys/fs/bpf")) {
+    match probe_object(bytes, &targets, Path::new("/sys/fs/bpf")) {
         Ok(verdicts) => {
             if verdicts
                 .iter()
@@ -240,23 +230,39 @@ fn render_kernel(kernel: Option<&KernelOutcome>, text: &mut String) {
     }
 }
 
-fn validate_one(file: &Path, policy: Option<&Policy>, digest: ReportDigest) -> FileResult {
-    let outcome = read_file(file)
-        .with_context(|| format!("cannot read {}", file.display()))
-        .and_then(|bytes| Ok(inspect_with(&bytes, policy, digest)?));
-    match outcome {
-        Ok(report) => FileResult {
-            file: file.to_owned(),
-            valid: report.is_valid(),
-            outcome: Outcome::Report(Box::new(report)),
-            kernel: None,
-        },
-        Err(e) => FileResult {
-            file: file.to_owned(),
-            valid: false,
-            outcome: Outcome::Error(crate::exit::one_line(&e)),
-            kernel: None,
-        },
+fn validate_one(
+    file: &Path,
+    policy: Option<&Policy>,
+    digest: ReportDigest,
+    kernel: bool,
+) -> FileResult {
+    let bytes = match read_file(file).with_context(|| format!("cannot read {}", file.display())) {
+        Ok(b) => b,
+        Err(e) => return error_result(file, &e),
+    };
+    match inspect_with(&bytes, policy, digest) {
+        Ok(report) => {
+            let mut r = FileResult {
+                file: file.to_owned(),
+                valid: report.is_valid(),
+                outcome: Outcome::Report(Box::new(report)),
+                kernel: None,
+            };
+            if kernel {
+                check_in_kernel(&mut r, &bytes);
+            }
+            r
+        }
+        Err(e) => error_result(file, &e.into()),
+    }
+}
+
+fn error_result(file: &Path, e: &anyhow::Error) -> FileResult {
+    FileResult {
+        file: file.to_owned(),
+        valid: false,
+        outcome: Outcome::Error(crate::exit::one_line(e)),
+        kernel: None,
     }
 }
 
