@@ -25,23 +25,11 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/registry.yml" <<YML
-version: 0.1
-storage:
-  filesystem:
-    rootdirectory: $work/registry
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:$port
-log:
-  level: error
-YML
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-reg_pid=$!
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.05; done
-reg=127.0.0.1:$port
+# shellcheck source=scripts/registry.sh
+. "$(dirname "$0")/../scripts/registry.sh"
+start_registry "$work/registry"
+reg_pid=$REGISTRY_PID
+reg=$REGISTRY_ADDR
 
 # A valid WASM module of 1 MiB + a few bytes: memory of 17 pages, one active data segment at 0.
 python3 - "$work/artifact.wasm" <<'PY'

@@ -10,35 +10,25 @@ bash scripts/setup.sh
 cargo build --release --locked -p bpfship -p bpfship-agent
 bin=$PWD/target/release
 demo=$PWD/target/demo
-rm -rf "$demo"; mkdir -p "$demo/registry"
+rm -rf "$demo"; mkdir -p "$demo"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$demo/registry.yml" <<YML
-version: 0.1
-storage:
-  filesystem:
-    rootdirectory: $demo/registry
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:$port
-log:
-  level: error
-YML
-docker-registry serve "$demo/registry.yml" >"$demo/registry.log" 2>&1 &
-registry_pid=$!
+registry_pid=
 agent_pid=
 cleanup() {
   [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null
-  kill "$registry_pid" 2>/dev/null || true
+  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null
   ip link del bsdemo 2>/dev/null || true
   ip netns del bpfship-demo 2>/dev/null || true
   rm -rf /sys/fs/bpf/bpfship-demo 2>/dev/null || true
 }
 trap cleanup EXIT
-for _ in $(seq 50); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
-repo=127.0.0.1:$port/demo/xdp-counter
+# shellcheck source=scripts/registry.sh
+. scripts/registry.sh
+start_registry "$demo/registry"
+registry_pid=$REGISTRY_PID
+repo=$REGISTRY_ADDR/demo/xdp-counter
 
+digest_of() { python3 -c 'import json,sys; print(json.load(sys.stdin)["digest"])'; }
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "build the sample eBPF programs from testdata/ebpf with clang"
@@ -148,17 +138,17 @@ wait_for "v1 is stable" "d['phase']=='stable' and d['stable']"
 agent_status status
 
 step "v2: canary 10% → 50% → 100% under analysis, then promoted"
-d2=$("$bin/bpfship" --output json push "$a/v2.o" "$app:stable" --key "$demo/release.key" | python3 -c 'import json,sys; print(json.load(sys.stdin)["digest"])')
+d2=$("$bin/bpfship" --output json push "$a/v2.o" "$app:stable" --key "$demo/release.key" | digest_of)
 wait_for "v2 canary running" "d['canary']=='$d2'"
 agent_status status
 wait_for "v2 promoted" "d['stable']=='$d2' and d['phase']=='stable'"
 
 step "v3 aborts every packet: the agent rolls it back by itself"
-d3=$("$bin/bpfship" --output json push "$a/v3_abort.o" "$app:stable" --key "$demo/release.key" | python3 -c 'import json,sys; print(json.load(sys.stdin)["digest"])')
+d3=$("$bin/bpfship" --output json push "$a/v3_abort.o" "$app:stable" --key "$demo/release.key" | digest_of)
 wait_for "v3 rolled back" "any(r['digest']=='$d3' for r in d['rejected'])"
 
 step "v4 unsigned: refused, never loaded"
-d4=$("$bin/bpfship" --output json push "$a/v4.o" "$app:stable" | python3 -c 'import json,sys; print(json.load(sys.stdin)["digest"])')
+d4=$("$bin/bpfship" --output json push "$a/v4.o" "$app:stable" | digest_of)
 wait_for "v4 refused" "(d['last_verification'] or {}).get('digest')=='$d4' and not d['last_verification']['ok']"
 agent_status status
 

@@ -140,7 +140,8 @@ fn serve_one(stream: UnixStream, reg: &Registry) {
         }
     } else {
         let mut line = String::new();
-        let mut reader = BufReader::new((&stream).take_limited());
+        // Requests are tiny: cap what a client can make the agent buffer.
+        let mut reader = BufReader::new(std::io::Read::take(&stream, 64 * 1024));
         match reader.read_line(&mut line) {
             Ok(_) => match serde_json::from_str::<Request>(&line) {
                 Ok(req) => handle(reg, &req),
@@ -160,19 +161,6 @@ fn serve_one(stream: UnixStream, reg: &Registry) {
     let mut out = serde_json::to_vec(&response).unwrap_or_default();
     out.push(b'\n');
     let _ = (&stream).write_all(&out);
-}
-
-trait TakeLimited {
-    fn take_limited(self) -> std::io::Take<Self>
-    where
-        Self: Sized;
-}
-
-impl<R: std::io::Read> TakeLimited for R {
-    /// Requests are tiny: cap what a client can make the agent buffer.
-    fn take_limited(self) -> std::io::Take<Self> {
-        std::io::Read::take(self, 64 * 1024)
-    }
 }
 
 /// Sends a request to the agent at `socket` (the CLI side).

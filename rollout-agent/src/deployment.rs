@@ -993,13 +993,6 @@ fn tail(log: &str) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-impl HookRuntime {
-    /// The hook family.
-    pub fn kind(&self) -> HookKind {
-        self.hook.kind()
-    }
-}
-
 /// Returns memory freed after a pull (artifact bytes, parsed objects) to the system, so an idle
 /// agent's resident size reflects what it keeps, not its last peak (glibc keeps freed memory in
 /// per-thread arenas otherwise).

@@ -55,6 +55,11 @@ pub enum CanarySplit {
     WholeHost(String),
 }
 
+/// A second descriptor for a kernel object, to hold across a borrow of the runtime.
+fn clone_fd(fd: &OwnedFd, what: &str) -> Result<OwnedFd, KernelError> {
+    fd.try_clone().map_err(|e| KernelError::Io(what.into(), e))
+}
+
 fn remove_pin(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
@@ -103,6 +108,11 @@ impl HookRuntime {
             whole_host: false,
             stats: None,
         })
+    }
+
+    /// The hook family.
+    pub fn kind(&self) -> HookKind {
+        self.hook.kind()
     }
 
     /// The directory where versions' pinned-by-name maps live.
@@ -185,10 +195,7 @@ impl HookRuntime {
             d.set_slot(0, &prog.fd)?;
             d.set_canary_share(0)?;
             d.clear_slot(1)?;
-            let dfd = d
-                .prog
-                .try_clone()
-                .map_err(|e| KernelError::Io("dispatcher".into(), e))?;
+            let dfd = clone_fd(&d.prog, "dispatcher")?;
             if self.link.is_none() {
                 self.attach_new_link(&dfd)?;
             }
@@ -213,10 +220,7 @@ impl HookRuntime {
     /// Puts `canary` beside the stable version behind the dispatcher, at 0% until the first step.
     pub fn start_canary(&mut self, canary: LoadedProgram) -> Result<CanarySplit, KernelError> {
         let stable_fd = match &self.stable {
-            Some(s) => {
-                s.fd.try_clone()
-                    .map_err(|e| KernelError::Io("stable".into(), e))?
-            }
+            Some(s) => clone_fd(&s.fd, "stable")?,
             None => {
                 return Err(KernelError::Object(
                     "no stable version to canary against".into(),
@@ -238,12 +242,7 @@ impl HookRuntime {
             d.clear_slot(1)?;
             return self.start_whole_host(canary, &stable_fd);
         }
-        let (dfd, did) = (
-            d.prog
-                .try_clone()
-                .map_err(|e| KernelError::Io("dispatcher".into(), e))?,
-            d.prog_id,
-        );
+        let (dfd, did) = (clone_fd(&d.prog, "dispatcher")?, d.prog_id);
         d.set_attached(did)?;
         self.canary = Some(canary);
         if !self.dispatcher_always() {
@@ -359,10 +358,7 @@ impl HookRuntime {
             d.set_canary_share(0)?;
             d.clear_slot(1)?;
         } else {
-            let dfd = d
-                .prog
-                .try_clone()
-                .map_err(|e| KernelError::Io("dispatcher".into(), e))?;
+            let dfd = clone_fd(&d.prog, "dispatcher")?;
             d.set_attached(canary.id)?;
             match self.serving() {
                 Serving::Canary => {}
