@@ -7,6 +7,7 @@
 
 mod commands;
 mod exit;
+mod input_file;
 mod keys;
 mod output;
 mod registry_args;

@@ -499,3 +499,46 @@ fn validate_survives_mutated_inputs() {
     // The mutations reach past the first checks: some files still parse, some are refused.
     assert!(valid > 0 && valid < files.len(), "valid: {valid}");
 }
+
+/// A module of `funcs` functions whose bodies make it larger than the 1 MiB from which
+/// `validate` maps files instead of reading them; with `bad`, that function adds an i64 to an i32.
+fn large_module(funcs: usize, bad: Option<usize>) -> Vec<u8> {
+    let mut wat = String::from("(module\n");
+    for f in 0..funcs {
+        wat.push_str("(func (param i32) (result i32) local.get 0\n");
+        for _ in 0..80 {
+            wat.push_str("i32.const 7 i32.add\n");
+        }
+        if bad == Some(f) {
+            wat.push_str("i64.const 1 i32.add\n");
+        }
+        wat.push_str(")\n");
+    }
+    wat.push(')');
+    wat::parse_str(&wat).unwrap()
+}
+
+/// The mapped read of a large file gives the same verdicts and messages as validating a copy.
+#[test]
+fn large_files_are_validated_as_mapped_with_the_verdict_of_a_copy() {
+    use bpfship_verifier::policy::WasmRules;
+    let w = Work::new();
+    for (name, bad) in [("good.wasm", None), ("bad.wasm", Some(4321))] {
+        let bytes = large_module(5000, bad);
+        assert!(bytes.len() > 1 << 20, "{name}: {} bytes", bytes.len());
+        let file = w.write(name, &bytes);
+        let expected = bpfship_verifier::wasm::inspect(&bytes, &WasmRules::default()).unwrap();
+        let run = w.run(["validate", "--output", "json", s(&file)]);
+        let code = if expected.valid { 0 } else { 1 };
+        let run = run.expect(code);
+        let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        let findings = &report["files"][0]["report"];
+        assert_eq!(findings["valid"], expected.valid, "{name}: {}", run.stdout);
+        assert_eq!(findings["sha256"], expected.sha256.as_str(), "{name}");
+        assert_eq!(findings["functions"], 5000, "{name}");
+        match &expected.error {
+            Some(e) => assert_eq!(findings["error"], e.as_str(), "{name}"),
+            None => assert!(findings["error"].is_null(), "{name}: {}", run.stdout),
+        }
+    }
+}

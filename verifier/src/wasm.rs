@@ -7,8 +7,8 @@ use std::sync::{Mutex, mpsc};
 
 use serde::Serialize;
 use wasmparser::{
-    Encoding, FuncValidatorAllocations, Parser, Payload, TypeRef, ValidPayload, Validator,
-    WasmFeatures,
+    Encoding, FuncToValidate, FuncValidatorAllocations, Parser, Payload, TypeRef, ValidPayload,
+    Validator, ValidatorResources, WasmFeatures,
 };
 
 use crate::digest::{ReportDigest, sha256_digest};
@@ -170,7 +170,7 @@ pub fn inspect_with(
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Function bodies go to the workers in batches while this thread goes on parsing: the module
     // sections, the SHA-256 and the bodies overlap instead of running one after the other.
-    let (tx, rx) = mpsc::channel::<Vec<FuncJob<'_>>>();
+    let (tx, rx) = mpsc::channel::<FuncBatch<'_>>();
     let rx = Mutex::new(rx);
     let hash = digest == ReportDigest::Compute;
     let (module_error, func_error) = std::thread::scope(|s| {
@@ -301,10 +301,10 @@ fn parse_module<'a>(
     features: WasmFeatures,
     report: &mut WasmReport,
     collect_inline: bool,
-    tx: mpsc::Sender<Vec<FuncJob<'a>>>,
+    tx: mpsc::Sender<FuncBatch<'a>>,
 ) -> Option<(u64, String)> {
     let mut validator = Validator::new_with_features(features);
-    let mut batch = Vec::new();
+    let mut batch = FuncBatch::new(features);
     let mut batch_bytes = 0usize;
     let mut depth = 0usize;
     let mut error = None;
@@ -334,10 +334,13 @@ fn parse_module<'a>(
             Ok(ValidPayload::Func(func, body)) => {
                 report.functions += 1;
                 batch_bytes += body.as_bytes().len();
-                batch.push((func, body));
+                // One handle on the module's resources per batch: the workers touch its shared
+                // reference count once per batch, not twice per function.
+                batch.resources.get_or_insert(func.resources);
+                batch.funcs.push((func.index, func.ty, body));
                 if batch_bytes >= BATCH_BYTES {
                     // The receivers live until every batch is drained: sending cannot fail.
-                    let _ = tx.send(std::mem::take(&mut batch));
+                    let _ = tx.send(std::mem::replace(&mut batch, FuncBatch::new(features)));
                     batch_bytes = 0;
                 }
             }
@@ -348,7 +351,7 @@ fn parse_module<'a>(
             }
         }
     }
-    if !batch.is_empty() {
+    if !batch.funcs.is_empty() {
         let _ = tx.send(batch);
     }
     error
@@ -415,20 +418,41 @@ fn collect(payload: &Payload, depth: usize, report: &mut WasmReport) -> wasmpars
     Ok(())
 }
 
-type FuncJob<'a> = (
-    wasmparser::FuncToValidate<wasmparser::ValidatorResources>,
-    wasmparser::FunctionBody<'a>,
-);
+/// Function bodies for a worker: (function index, type index, body), with the module's resources.
+struct FuncBatch<'a> {
+    resources: Option<ValidatorResources>,
+    features: WasmFeatures,
+    funcs: Vec<(u32, u32, wasmparser::FunctionBody<'a>)>,
+}
+
+impl FuncBatch<'_> {
+    fn new(features: WasmFeatures) -> Self {
+        Self {
+            resources: None,
+            features,
+            funcs: Vec::new(),
+        }
+    }
+}
 
 /// Validates batches of function bodies until the queue is closed and empty; returns the error
 /// with the lowest offset among them, if any.
-fn validate_batches(rx: &Mutex<mpsc::Receiver<Vec<FuncJob<'_>>>>) -> Option<(u64, String)> {
+fn validate_batches(rx: &Mutex<mpsc::Receiver<FuncBatch<'_>>>) -> Option<(u64, String)> {
     let mut allocs = FuncValidatorAllocations::default();
     let mut first: Option<(u64, String)> = None;
     loop {
         let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
         let Ok(batch) = next else { return first };
-        for (func, body) in batch {
+        let Some(resources) = &batch.resources else {
+            continue;
+        };
+        for (index, ty, body) in batch.funcs {
+            let func = FuncToValidate {
+                resources,
+                index,
+                ty,
+                features: batch.features,
+            };
             let mut v = func.into_validator(allocs);
             if let Err(e) = v.validate(&body)
                 && first.as_ref().is_none_or(|f| e.offset() < f.0)

@@ -10,6 +10,7 @@ use bpfship_registry::signatures::{fetch_bundles, fetch_legacy};
 use bpfship_trust::content::inspect;
 
 use crate::exit::CmdResult;
+use crate::input_file::InputFile;
 use crate::output::{OutputFormat, print_json};
 use crate::registry_args::{RegistryArgs, reference};
 
@@ -23,9 +24,19 @@ pub struct Args {
 
 pub fn run(args: Args, out: OutputFormat) -> CmdResult {
     if Path::new(&args.target).exists() {
-        let bytes =
-            std::fs::read(&args.target).with_context(|| format!("cannot read {}", args.target))?;
+        let bytes = InputFile::open(Path::new(&args.target))
+            .with_context(|| format!("cannot read {}", args.target))?;
         let i = inspect(&bytes, None).with_context(|| args.target.clone())?;
+        if bytes
+            .changed()
+            .with_context(|| format!("cannot stat {} again", args.target))?
+        {
+            return Err(anyhow::anyhow!(
+                "{}: the file changed while it was being inspected; run again",
+                args.target
+            )
+            .into());
+        }
         match out {
             OutputFormat::Json => {
                 print_json(&serde_json::json!({"file": args.target, "findings": i}))?

@@ -8,6 +8,7 @@ use bpfship_verifier::policy::Policy;
 use serde::Serialize;
 
 use crate::exit::{CmdResult, Failure};
+use crate::input_file::InputFile;
 use crate::output::{OutputFormat, print_json};
 use bpfship_agent::kernel::probe::{KernelVerdict, ProgramVerdict, probe_object};
 use bpfship_trust::content::Findings;
@@ -236,11 +237,12 @@ fn validate_one(
     digest: ReportDigest,
     kernel: bool,
 ) -> FileResult {
-    let bytes = match read_file(file).with_context(|| format!("cannot read {}", file.display())) {
-        Ok(b) => b,
-        Err(e) => return error_result(file, &e),
-    };
-    match inspect_with(&bytes, policy, digest) {
+    let bytes =
+        match InputFile::open(file).with_context(|| format!("cannot read {}", file.display())) {
+            Ok(b) => b,
+            Err(e) => return error_result(file, &e),
+        };
+    let r = match inspect_with(&bytes, policy, digest) {
         Ok(report) => {
             let mut r = FileResult {
                 file: file.to_owned(),
@@ -254,6 +256,18 @@ fn validate_one(
             r
         }
         Err(e) => error_result(file, &e.into()),
+    };
+    // A verdict on bytes the file no longer holds is no verdict.
+    match bytes.changed() {
+        Ok(false) => r,
+        Ok(true) => error_result(
+            file,
+            &anyhow::anyhow!("the file changed while it was being validated; run again"),
+        ),
+        Err(e) => error_result(
+            file,
+            &anyhow::Error::new(e).context("cannot stat the file again"),
+        ),
     }
 }
 
@@ -264,44 +278,4 @@ fn error_result(file: &Path, e: &anyhow::Error) -> FileResult {
         outcome: Outcome::Error(crate::exit::one_line(e)),
         kernel: None,
     }
-}
-
-/// Files at least this big are read in parallel slices.
-const PARALLEL_READ_MIN: u64 = 8 << 20;
-
-/// Reads a whole file like `std::fs::read`. A big file (a 40 MB WASM module) is read in slices by
-/// one thread per core, with positioned reads into disjoint parts of the buffer: the kernel's
-/// copying and page zeroing, otherwise serial before validation can start, is spread over the
-/// cores.
-fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read as _;
-    use std::os::unix::fs::FileExt as _;
-    let mut file = std::fs::File::open(path)?;
-    let meta = file.metadata()?;
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let len = match usize::try_from(meta.len()) {
-        Ok(len) if meta.is_file() && meta.len() >= PARALLEL_READ_MIN && workers > 1 => len,
-        _ => {
-            let mut buf = Vec::new();
-            file.read_to_end(&mut buf)?;
-            return Ok(buf);
-        }
-    };
-    let mut buf = vec![0u8; len];
-    let slice = len.div_ceil(workers);
-    std::thread::scope(|s| {
-        let file = &file;
-        let handles: Vec<_> = buf
-            .chunks_mut(slice)
-            .enumerate()
-            .map(|(i, part)| s.spawn(move || file.read_exact_at(part, (i * slice) as u64)))
-            .collect();
-        handles
-            .into_iter()
-            .try_for_each(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-    })?;
-    // Whatever was appended since the size was taken, as a sequential read would have seen it.
-    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(len as u64))?;
-    file.read_to_end(&mut buf)?;
-    Ok(buf)
 }
