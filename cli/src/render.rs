@@ -80,7 +80,7 @@ pub fn inspection(name: &str, inspection: &Inspection, out: &mut String) {
                 r.size,
                 r.functions,
                 r.imports.len(),
-                r.exports.len()
+                r.export_count
             );
             if let Some(e) = &r.error {
                 let _ = writeln!(out, "  error: {e}");
@@ -92,7 +92,7 @@ pub fn inspection(name: &str, inspection: &Inspection, out: &mut String) {
             for e in r.exports.iter().take(LISTED) {
                 let _ = writeln!(out, "  export {} ({})", e.name, e.kind);
             }
-            more(out, "export", r.exports.len());
+            more(out, "export", r.export_count);
             for m in &r.memories {
                 let _ = writeln!(
                     out,
@@ -116,7 +116,7 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 
 /// Imports/exports listed in the text report; `--output json` lists them all (a large module
 /// such as duckdb-wasm exports ~180,000 symbols: a page of them helps nobody).
-const LISTED: usize = 50;
+pub const LISTED: usize = 50;
 
 fn more(out: &mut String, what: &str, total: usize) {
     if total > LISTED {

@@ -7,7 +7,7 @@ use bpfship_registry::artifact::{self, Packaged};
 use bpfship_verifier::digest::ReportDigest;
 use bpfship_verifier::ebpf::{self, EbpfReport};
 use bpfship_verifier::policy::{Policy, Violation, WasmRules};
-use bpfship_verifier::wasm::{self, WasmKind, WasmReport};
+use bpfship_verifier::wasm::{self, ExportList, WasmKind, WasmReport};
 use serde::Serialize;
 
 /// The validator's findings on one artifact.
@@ -78,15 +78,17 @@ pub enum ContentError {
 
 /// Inspects bytes by their magic (ELF or WASM) and checks them against the policy, if any.
 pub fn inspect(bytes: &[u8], policy: Option<&Policy>) -> Result<Inspection, ContentError> {
-    inspect_with(bytes, policy, ReportDigest::Compute)
+    inspect_with(bytes, policy, ReportDigest::Compute, ExportList::All)
 }
 
 /// [`inspect`], with the report's SHA-256 computed or left empty (for callers that never show
-/// or store it).
+/// or store it), and a WASM module's exports all named or only the first ones (for a reader
+/// shown a page of them).
 pub fn inspect_with(
     bytes: &[u8],
     policy: Option<&Policy>,
     digest: ReportDigest,
+    exports: ExportList,
 ) -> Result<Inspection, ContentError> {
     if bytes.starts_with(b"\x7fELF") {
         let report = ebpf::inspect_with(bytes, digest)?;
@@ -100,7 +102,7 @@ pub fn inspect_with(
     } else if bytes.starts_with(b"\0asm") {
         let default_rules = WasmRules::default();
         let rules = policy.map_or(&default_rules, |p| &p.rules.wasm);
-        let report = wasm::inspect_with(bytes, rules, digest)?;
+        let report = wasm::inspect_with(bytes, rules, digest, exports)?;
         let violations = if policy.is_some() {
             wasm::check_policy(rules, &report)
         } else {

@@ -48,7 +48,7 @@ fn main() {
     });
     let (t_inspect, report) = best(runs, || wasm::inspect(&bytes, &rules).expect("wasm"));
     let (t_inspect_nodigest, _) = best(runs, || {
-        wasm::inspect_with(&bytes, &rules, ReportDigest::Skip).expect("wasm")
+        wasm::inspect_with(&bytes, &rules, ReportDigest::Skip, wasm::ExportList::All).expect("wasm")
     });
     let line = |what: &str, t: f64| println!("{what:<40} {:>8.1} ms {:>8.0} MB/s", t * 1e3, mb / t);
     println!("{path}: {mb:.1} MB, {n} functions, valid={}", report.valid);

@@ -59,6 +59,16 @@ pub struct WasmMemory {
     pub imported: bool,
 }
 
+/// How many exports a report names. Large modules export hundreds of thousands of symbols: for
+/// a reader shown a page of them, the first N are enough (`export_count` still counts them all,
+/// and the exports the policy requires are named wherever they are, so its check holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExportList {
+    #[default]
+    All,
+    First(usize),
+}
+
 /// What the validator found in a WASM file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WasmReport {
@@ -72,9 +82,31 @@ pub struct WasmReport {
     pub opt_in_features: Vec<String>,
     /// Top-level imports (for components: the component's own imports, module empty).
     pub imports: Vec<WasmImport>,
+    /// Every export, or with [`ExportList::First`] the first ones and the required ones.
     pub exports: Vec<WasmExport>,
+    /// How many exports there are, named in `exports` or not.
+    pub export_count: usize,
     pub memories: Vec<WasmMemory>,
     pub functions: usize,
+}
+
+impl WasmReport {
+    /// A report on `size` bytes with nothing found yet.
+    fn empty(size: usize, opt_in_features: Vec<String>) -> Self {
+        Self {
+            sha256: String::new(),
+            size,
+            kind: WasmKind::Module,
+            valid: false,
+            error: None,
+            opt_in_features,
+            imports: Vec::new(),
+            exports: Vec::new(),
+            export_count: 0,
+            memories: Vec::new(),
+            functions: 0,
+        }
+    }
 }
 
 /// The feature set a policy allows: standard features plus its opt-ins.
@@ -142,30 +174,25 @@ fn memory(m: &wasmparser::MemoryType, imported: bool) -> WasmMemory {
 
 /// Inspects and validates WASM bytes under the policy's feature set.
 pub fn inspect(bytes: &[u8], rules: &WasmRules) -> Result<WasmReport, WasmError> {
-    inspect_with(bytes, rules, ReportDigest::Compute)
+    inspect_with(bytes, rules, ReportDigest::Compute, ExportList::All)
 }
 
-/// [`inspect`], with the report's `sha256` computed or left empty.
+/// [`inspect`], with the report's `sha256` computed or left empty, and all exports named or only
+/// the first ones.
 pub fn inspect_with(
     bytes: &[u8],
     rules: &WasmRules,
     digest: ReportDigest,
+    exports: ExportList,
 ) -> Result<WasmReport, WasmError> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Err(WasmError::NotWasm);
     }
     let features = features_for(rules)?;
-    let mut report = WasmReport {
-        sha256: String::new(),
-        size: bytes.len(),
-        kind: WasmKind::Module,
-        valid: false,
-        error: None,
-        opt_in_features: rules.allow_features.clone(),
-        imports: Vec::new(),
-        exports: Vec::new(),
-        memories: Vec::new(),
-        functions: 0,
+    let mut report = WasmReport::empty(bytes.len(), rules.allow_features.clone());
+    let listing = Listing {
+        exports,
+        required: &rules.required_exports,
     };
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Function bodies go to the workers in batches while this thread goes on parsing: the module
@@ -183,7 +210,7 @@ pub fn inspect_with(
                 let early = if hash {
                     Early::Digest(sha256_digest(bytes))
                 } else {
-                    Early::Lists(collect_all(bytes))
+                    Early::Lists(collect_all(bytes, &listing))
                 };
                 (early, validate_batches(&rx))
             })
@@ -192,7 +219,13 @@ pub fn inspect_with(
         let helpers: Vec<_> = (2..workers)
             .map(|_| s.spawn(|| validate_batches(&rx)))
             .collect();
-        let mut module_error = parse_module(bytes, features, &mut report, collect_inline, tx);
+        let mut module_error = parse_module(
+            bytes,
+            features,
+            &mut report,
+            collect_inline.then_some(&listing),
+            tx,
+        );
         let mut errors = Vec::new();
         if hash && first.is_none() {
             report.sha256 = sha256_digest(bytes);
@@ -209,6 +242,7 @@ pub fn inspect_with(
                 Early::Lists(lists) => {
                     report.imports = lists.imports;
                     report.exports = lists.exports;
+                    report.export_count = lists.export_count;
                     report.memories = lists.memories;
                     module_error = earliest(module_error, lists.error);
                 }
@@ -243,24 +277,14 @@ enum Early {
 struct Lists {
     imports: Vec<WasmImport>,
     exports: Vec<WasmExport>,
+    export_count: usize,
     memories: Vec<WasmMemory>,
     error: Option<(u64, String)>,
 }
 
 /// Reads the top-level import, export and memory lists in a pass of its own (no validation).
-fn collect_all(bytes: &[u8]) -> Lists {
-    let mut scratch = WasmReport {
-        sha256: String::new(),
-        size: bytes.len(),
-        kind: WasmKind::Module,
-        valid: false,
-        error: None,
-        opt_in_features: Vec::new(),
-        imports: Vec::new(),
-        exports: Vec::new(),
-        memories: Vec::new(),
-        functions: 0,
-    };
+fn collect_all(bytes: &[u8], listing: &Listing) -> Lists {
+    let mut scratch = WasmReport::empty(bytes.len(), Vec::new());
     let mut depth = 0usize;
     let mut error = None;
     for payload in Parser::new(0).parse_all(bytes) {
@@ -271,7 +295,7 @@ fn collect_all(bytes: &[u8]) -> Lists {
                 break;
             }
         };
-        if let Err(e) = collect(&payload, depth, &mut scratch) {
+        if let Err(e) = collect(&payload, depth, &mut scratch, listing) {
             error = Some((e.offset(), e.message().to_owned()));
             break;
         }
@@ -284,6 +308,7 @@ fn collect_all(bytes: &[u8]) -> Lists {
     Lists {
         imports: scratch.imports,
         exports: scratch.exports,
+        export_count: scratch.export_count,
         memories: scratch.memories,
         error,
     }
@@ -294,13 +319,13 @@ fn collect_all(bytes: &[u8]) -> Lists {
 const BATCH_BYTES: usize = 128 * 1024;
 
 /// Parses and validates everything but the function bodies, which are sent to `tx` in batches;
-/// fills in the report's kind and function count, and with `collect_inline` its imports, exports
-/// and memories. Returns the first module-level error.
+/// fills in the report's kind and function count, and with a `listing` its imports, exports and
+/// memories. Returns the first module-level error.
 fn parse_module<'a>(
     bytes: &'a [u8],
     features: WasmFeatures,
     report: &mut WasmReport,
-    collect_inline: bool,
+    listing: Option<&Listing>,
     tx: mpsc::Sender<FuncBatch<'a>>,
 ) -> Option<(u64, String)> {
     let mut validator = Validator::new_with_features(features);
@@ -316,7 +341,9 @@ fn parse_module<'a>(
                 break;
             }
         };
-        if collect_inline && let Err(e) = collect(&payload, depth, report) {
+        if let Some(listing) = listing
+            && let Err(e) = collect(&payload, depth, report, listing)
+        {
             error = Some((e.offset(), e.message().to_owned()));
             break;
         }
@@ -357,8 +384,29 @@ fn parse_module<'a>(
     error
 }
 
+/// Which exports a report names: see [`ExportList`].
+struct Listing<'r> {
+    exports: ExportList,
+    required: &'r [String],
+}
+
+impl Listing<'_> {
+    /// Whether the export `name` is named, `listed` being how many already are.
+    fn names(&self, name: &str, listed: usize) -> bool {
+        match self.exports {
+            ExportList::All => true,
+            ExportList::First(n) => listed < n || self.required.iter().any(|r| r == name),
+        }
+    }
+}
+
 /// Records imports, exports and memories of the top-level module or component.
-fn collect(payload: &Payload, depth: usize, report: &mut WasmReport) -> wasmparser::Result<()> {
+fn collect(
+    payload: &Payload,
+    depth: usize,
+    report: &mut WasmReport,
+    listing: &Listing,
+) -> wasmparser::Result<()> {
     if depth != 1 {
         return Ok(());
     }
@@ -379,10 +427,13 @@ fn collect(payload: &Payload, depth: usize, report: &mut WasmReport) -> wasmpars
         Payload::ExportSection(s) => {
             for export in s.clone() {
                 let export = export?;
-                report.exports.push(WasmExport {
-                    name: export.name.to_owned(),
-                    kind: external_kind_name(export.kind),
-                });
+                report.export_count += 1;
+                if listing.names(export.name, report.exports.len()) {
+                    report.exports.push(WasmExport {
+                        name: export.name.to_owned(),
+                        kind: external_kind_name(export.kind),
+                    });
+                }
             }
         }
         Payload::MemorySection(s) => {
@@ -407,10 +458,13 @@ fn collect(payload: &Payload, depth: usize, report: &mut WasmReport) -> wasmpars
         Payload::ComponentExportSection(s) => {
             for export in s.clone() {
                 let export = export?;
-                report.exports.push(WasmExport {
-                    name: export.name.name.to_owned(),
-                    kind: component_kind_name(export.kind),
-                });
+                report.export_count += 1;
+                if listing.names(export.name.name, report.exports.len()) {
+                    report.exports.push(WasmExport {
+                        name: export.name.name.to_owned(),
+                        kind: component_kind_name(export.kind),
+                    });
+                }
             }
         }
         _ => {}

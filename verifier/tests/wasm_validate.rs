@@ -5,7 +5,7 @@ use std::path::Path;
 use bpfship_verifier::digest::ReportDigest;
 use bpfship_verifier::policy::WasmRules;
 use bpfship_verifier::wasm::{
-    WasmError, WasmKind, WasmReport, check_policy, inspect, inspect_with,
+    ExportList, WasmError, WasmKind, WasmReport, check_policy, inspect, inspect_with,
 };
 
 fn wasm(name: &str) -> Vec<u8> {
@@ -176,7 +176,7 @@ fn mutations_never_panic_and_match_serial_validation() {
             );
             // Without the digest, the lists are read on another thread: same verdict, and for
             // a valid module the same report but for the digest.
-            let fast = inspect_with(&b, &rules, ReportDigest::Skip).unwrap();
+            let fast = inspect_with(&b, &rules, ReportDigest::Skip, ExportList::All).unwrap();
             assert_eq!(
                 fast.valid, r.valid,
                 "digest-less verdict differs on {b:02x?}"
@@ -213,6 +213,7 @@ fn digest_less_report_equals_full_report() {
     }
     wat.push(')');
     let big = wat::parse_str(&wat).unwrap();
+    first_exports_and_the_required_ones(&big);
     let mut inputs = vec![("big".to_string(), big.clone())];
     for name in [
         "handler",
@@ -232,7 +233,7 @@ fn digest_less_report_equals_full_report() {
     let rules = WasmRules::default();
     for (name, bytes) in inputs {
         let full = inspect(&bytes, &rules).unwrap();
-        let fast = inspect_with(&bytes, &rules, ReportDigest::Skip).unwrap();
+        let fast = inspect_with(&bytes, &rules, ReportDigest::Skip, ExportList::All).unwrap();
         assert!(full.sha256.starts_with("sha256:"), "{name}");
         assert!(fast.sha256.is_empty(), "{name}");
         assert_eq!(fast.valid, full.valid, "{name}");
@@ -248,5 +249,26 @@ fn digest_less_report_equals_full_report() {
         } else {
             assert!(fast.error.is_some(), "{name}");
         }
+    }
+}
+
+/// `ExportList::First`: the first N exports and those the policy requires are named, every export
+/// is counted, and the policy check gives what it gives on the full list.
+fn first_exports_and_the_required_ones(module: &[u8]) {
+    let rules = WasmRules {
+        required_exports: vec!["f2500".into(), "missing".into()],
+        ..WasmRules::default()
+    };
+    let full = inspect(module, &rules).unwrap();
+    for digest in [ReportDigest::Compute, ReportDigest::Skip] {
+        let page = inspect_with(module, &rules, digest, ExportList::First(50)).unwrap();
+        assert_eq!(page.export_count, full.export_count);
+        assert_eq!(full.export_count, full.exports.len());
+        let names: Vec<&str> = page.exports.iter().map(|e| e.name.as_str()).collect();
+        let mut expected: Vec<&str> = full.exports[..50].iter().map(|e| e.name.as_str()).collect();
+        expected.push("f2500");
+        assert_eq!(names, expected, "{digest:?}");
+        assert_eq!(check_policy(&rules, &page), check_policy(&rules, &full));
+        assert_eq!(page.valid, full.valid);
     }
 }

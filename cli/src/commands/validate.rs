@@ -14,6 +14,7 @@ use bpfship_agent::kernel::probe::{KernelVerdict, ProgramVerdict, probe_object};
 use bpfship_trust::content::Findings;
 use bpfship_trust::content::{Inspection, inspect_with};
 use bpfship_verifier::digest::ReportDigest;
+use bpfship_verifier::wasm::ExportList;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,6 +27,13 @@ pub struct Args {
     /// Also load each eBPF program through the running kernel's verifier (not attached; root).
     #[arg(long)]
     kernel: bool,
+}
+
+/// What a report computes beyond the verdict: what the output format shows.
+#[derive(Clone, Copy)]
+struct Detail {
+    digest: ReportDigest,
+    exports: ExportList,
 }
 
 /// The verdict on one file.
@@ -69,16 +77,23 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
         .map(Policy::load)
         .transpose()
         .map_err(Failure::from)?;
-    // The text report shows no digest: it is computed only for the formats that carry it.
-    let digest = match out {
-        OutputFormat::Text => ReportDigest::Skip,
-        _ => ReportDigest::Compute,
+    // The text report shows no digest and a page of exports: the rest is computed only for the
+    // formats that carry it.
+    let detail = match out {
+        OutputFormat::Text => Detail {
+            digest: ReportDigest::Skip,
+            exports: ExportList::First(crate::render::LISTED),
+        },
+        _ => Detail {
+            digest: ReportDigest::Compute,
+            exports: ExportList::All,
+        },
     };
     if args.kernel {
         bpfship_agent::kernel::bpf_available()
             .map_err(|e| anyhow::anyhow!("--kernel needs root (or CAP_BPF): {e}"))?;
     }
-    let results = validate_all(&args.files, policy.as_ref(), digest, args.kernel);
+    let results = validate_all(&args.files, policy.as_ref(), detail, args.kernel);
     match out {
         OutputFormat::Json => print_json(&JsonOutput {
             files: &results,
@@ -128,10 +143,13 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
         ))));
     }
     let invalid = results.iter().filter(|r| !r.valid).count();
+    let total = results.len();
+    // The process exits next: the reports are left to it rather than freed name by name (a large
+    // module's report holds hundreds of thousands of strings, milliseconds of frees).
+    std::mem::forget(results);
     if invalid > 0 {
         return Err(reported(crate::rejected(anyhow::anyhow!(
-            "{invalid} of {} files invalid or refused by policy",
-            results.len()
+            "{invalid} of {total} files invalid or refused by policy"
         ))));
     }
     Ok(())
@@ -141,7 +159,7 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
 fn validate_all(
     files: &[PathBuf],
     policy: Option<&Policy>,
-    digest: ReportDigest,
+    detail: Detail,
     kernel: bool,
 ) -> Vec<FileResult> {
     let workers = std::thread::available_parallelism()
@@ -154,7 +172,7 @@ fn validate_all(
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|f| validate_one(f, policy, digest, kernel))
+                        .map(|f| validate_one(f, policy, detail, kernel))
                         .collect::<Vec<_>>()
                 })
             })
@@ -231,18 +249,13 @@ fn render_kernel(kernel: Option<&KernelOutcome>, text: &mut String) {
     }
 }
 
-fn validate_one(
-    file: &Path,
-    policy: Option<&Policy>,
-    digest: ReportDigest,
-    kernel: bool,
-) -> FileResult {
+fn validate_one(file: &Path, policy: Option<&Policy>, detail: Detail, kernel: bool) -> FileResult {
     let bytes =
         match InputFile::open(file).with_context(|| format!("cannot read {}", file.display())) {
             Ok(b) => b,
             Err(e) => return error_result(file, &e),
         };
-    let r = match inspect_with(&bytes, policy, digest) {
+    let r = match inspect_with(&bytes, policy, detail.digest, detail.exports) {
         Ok(report) => {
             let mut r = FileResult {
                 file: file.to_owned(),
