@@ -4,10 +4,14 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=$root/target/bench-cache
 mkdir -p "$cache"
-bin=$root/target/release/bpfship
+# The binary the figures are about: the release build as distributed (PGO, scripts/build-release.sh;
+# set by build_release), and the plain `cargo build --release` one beside it.
+bin=""
+plain_bin=$root/target/release/bpfship
 
 build_release() {
   (cd "$root" && cargo build --release --locked -p bpfship >&2)
+  bin=$(bash "$root/scripts/build-release.sh")
 }
 
 # now: seconds since the epoch with microseconds.
