@@ -195,60 +195,53 @@ pub fn inspect_with(
         required: &rules.required_exports,
     };
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // Function bodies go to the workers in batches while this thread goes on parsing: the module
-    // sections, the SHA-256 and the bodies overlap instead of running one after the other.
+    // A core module on several cores is validated by two passes at once (see `Pass`): this thread
+    // validates the sections before the code, the export section included, while a helper
+    // validates all but that section and queues the function bodies, so that body validation
+    // starts without waiting for a large export section (duckdb-wasm's: 7 MB, 75,000 names).
+    // Otherwise this thread validates the whole module and queues the bodies itself.
+    let split = workers > 1 && Parser::is_core_wasm(bytes);
     let (tx, rx) = mpsc::channel::<FuncBatch<'_>>();
-    let rx = Mutex::new(rx);
-    let hash = digest == ReportDigest::Compute;
+    let rx = &Mutex::new(rx);
     let (module_error, func_error) = std::thread::scope(|s| {
-        // With a second core, a first helper takes work that needs no validator state while this
-        // thread parses the sections before the code (no body to validate yet): the SHA-256 when
-        // the report carries it, else the import/export/memory lists (a large module exports
-        // hundreds of thousands of names). Then it joins the body validation.
-        let first = (workers > 1).then(|| {
-            s.spawn(|| {
-                let early = if hash {
-                    Early::Digest(sha256_digest(bytes))
-                } else {
-                    Early::Lists(collect_all(bytes, &listing))
-                };
-                (early, validate_batches(&rx))
-            })
-        });
-        let collect_inline = hash || first.is_none();
-        let helpers: Vec<_> = (2..workers)
-            .map(|_| s.spawn(|| validate_batches(&rx)))
+        let (pass, bodies_pass) = if split {
+            let bodies = s.spawn(move || {
+                let parsed = parse_module(bytes, features, Pass::WithoutEarlyExports(tx), None);
+                (parsed, validate_batches(rx))
+            });
+            (Pass::UntilCode, Some(bodies))
+        } else {
+            (Pass::Whole(tx), None)
+        };
+        let helpers: Vec<_> = (1 + usize::from(split)..workers)
+            .map(|_| s.spawn(|| validate_batches(rx)))
             .collect();
-        let mut module_error = parse_module(
-            bytes,
-            features,
-            &mut report,
-            collect_inline.then_some(&listing),
-            tx,
-        );
-        let mut errors = Vec::new();
-        if hash && first.is_none() {
+        let parsed = parse_module(bytes, features, pass, Some((&listing, &mut report)));
+        if digest == ReportDigest::Compute {
             report.sha256 = sha256_digest(bytes);
         }
-        errors.push(validate_batches(&rx));
+        let mut failures = validate_batches(rx);
         for h in helpers {
-            errors.push(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            failures.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
         }
-        if let Some(h) = first {
-            let (early, error) = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-            errors.push(error);
-            match early {
-                Early::Digest(d) => report.sha256 = d,
-                Early::Lists(lists) => {
-                    report.imports = lists.imports;
-                    report.exports = lists.exports;
-                    report.export_count = lists.export_count;
-                    report.memories = lists.memories;
-                    module_error = earliest(module_error, lists.error);
-                }
-            }
+        let mut module_error = parsed.error;
+        let mut full_resources = None;
+        report.functions = parsed.functions;
+        report.kind = parsed.kind;
+        if let Some(h) = bodies_pass {
+            let (bodies, more) = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            failures.extend(more);
+            module_error = earliest(module_error, bodies.error);
+            report.functions = bodies.functions;
+            full_resources = parsed.resources;
         }
-        let func_error = errors.into_iter().flatten().min_by_key(|e| e.0);
+        // Bodies do not overlap: the first failing one holds the first error. After the split
+        // passes, a failure is confirmed against the whole module's resources.
+        failures.sort_by_key(|f| f.body.range().start);
+        let func_error = match &full_resources {
+            Some(resources) => failures.iter().find_map(|f| f.recheck(resources)),
+            None => failures.into_iter().next().map(|f| f.error),
+        };
         (module_error, func_error)
     });
     // The first module-level error (offset, message) is compared with the function errors so the
@@ -267,99 +260,93 @@ fn earliest(a: Option<(u64, String)>, b: Option<(u64, String)>) -> Option<(u64, 
     }
 }
 
-/// What the first helper thread computes before it validates bodies.
-enum Early {
-    Digest(String),
-    Lists(Lists),
-}
-
-/// The report's import, export and memory lists, and the first error met reading them.
-struct Lists {
-    imports: Vec<WasmImport>,
-    exports: Vec<WasmExport>,
-    export_count: usize,
-    memories: Vec<WasmMemory>,
-    error: Option<(u64, String)>,
-}
-
-/// Reads the top-level import, export and memory lists in a pass of its own (no validation).
-fn collect_all(bytes: &[u8], listing: &Listing) -> Lists {
-    let mut scratch = WasmReport::empty(bytes.len(), Vec::new());
-    let mut depth = 0usize;
-    let mut error = None;
-    for payload in Parser::new(0).parse_all(bytes) {
-        let payload = match payload {
-            Ok(p) => p,
-            Err(e) => {
-                error = Some((e.offset(), e.message().to_owned()));
-                break;
-            }
-        };
-        if let Err(e) = collect(&payload, depth, &mut scratch, listing) {
-            error = Some((e.offset(), e.message().to_owned()));
-            break;
-        }
-        match &payload {
-            Payload::Version { .. } => depth += 1,
-            Payload::End(_) => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    Lists {
-        imports: scratch.imports,
-        exports: scratch.exports,
-        export_count: scratch.export_count,
-        memories: scratch.memories,
-        error,
-    }
-}
-
 /// Function bodies are handed to the workers in batches of about this many bytes: large enough
 /// that the queue costs nothing, small enough that the cores finish together.
 const BATCH_BYTES: usize = 128 * 1024;
 
-/// Parses and validates everything but the function bodies, which are sent to `tx` in batches;
-/// fills in the report's kind and function count, and with a `listing` its imports, exports and
-/// memories. Returns the first module-level error.
+/// Which part of a module a [`parse_module`] pass validates, and where the bodies go.
+enum Pass<'a> {
+    /// All of it; the function bodies are queued on the sender.
+    Whole(mpsc::Sender<FuncBatch<'a>>),
+    /// The sections before the code, the export section included; stops at the first function
+    /// body, keeping the module's resources for [`FuncFailure::recheck`].
+    UntilCode,
+    /// All but an export section before the code; the bodies are queued on the sender. Bodies
+    /// are then validated against resources that lack the function references the exports
+    /// declare, which only `ref.func` consults: a body valid here is valid, and a body that
+    /// fails is checked again against the whole module's resources.
+    WithoutEarlyExports(mpsc::Sender<FuncBatch<'a>>),
+}
+
+/// What a [`parse_module`] pass found.
+struct Parsed {
+    /// The first module-level error.
+    error: Option<(u64, String)>,
+    functions: usize,
+    kind: WasmKind,
+    /// With [`Pass::UntilCode`], the module's resources when the code section was reached.
+    resources: Option<ValidatorResources>,
+}
+
+/// Parses and validates a module as `pass` says, all but the function bodies, which are queued
+/// in batches; with `lists`, records the report's imports, exports and memories.
 fn parse_module<'a>(
     bytes: &'a [u8],
     features: WasmFeatures,
-    report: &mut WasmReport,
-    listing: Option<&Listing>,
-    tx: mpsc::Sender<FuncBatch<'a>>,
-) -> Option<(u64, String)> {
+    pass: Pass<'a>,
+    mut lists: Option<(&Listing, &mut WasmReport)>,
+) -> Parsed {
     let mut validator = Validator::new_with_features(features);
+    let mut parsed = Parsed {
+        error: None,
+        functions: 0,
+        kind: WasmKind::Module,
+        resources: None,
+    };
     let mut batch = FuncBatch::new(features);
     let mut batch_bytes = 0usize;
     let mut depth = 0usize;
-    let mut error = None;
+    let mut code_seen = false;
     for payload in Parser::new(0).parse_all(bytes) {
         let payload = match payload {
             Ok(p) => p,
             Err(e) => {
-                error = Some((e.offset(), e.message().to_owned()));
+                parsed.error = Some((e.offset(), e.message().to_owned()));
                 break;
             }
         };
-        if let Some(listing) = listing
+        if let Some((listing, report)) = &mut lists
             && let Err(e) = collect(&payload, depth, report, listing)
         {
-            error = Some((e.offset(), e.message().to_owned()));
+            parsed.error = Some((e.offset(), e.message().to_owned()));
             break;
         }
         match &payload {
             Payload::Version { encoding, .. } => {
                 if depth == 0 && *encoding == Encoding::Component {
-                    report.kind = WasmKind::Component;
+                    parsed.kind = WasmKind::Component;
                 }
                 depth += 1;
             }
             Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::CodeSectionStart { .. } => code_seen = true,
+            Payload::ExportSection(_)
+                if !code_seen && matches!(pass, Pass::WithoutEarlyExports(_)) =>
+            {
+                continue;
+            }
             _ => {}
         }
         match validator.payload(&payload) {
             Ok(ValidPayload::Func(func, body)) => {
-                report.functions += 1;
+                parsed.functions += 1;
+                let tx = match &pass {
+                    Pass::UntilCode => {
+                        parsed.resources = Some(func.resources);
+                        break;
+                    }
+                    Pass::Whole(tx) | Pass::WithoutEarlyExports(tx) => tx,
+                };
                 batch_bytes += body.as_bytes().len();
                 // One handle on the module's resources per batch: the workers touch its shared
                 // reference count once per batch, not twice per function.
@@ -373,15 +360,17 @@ fn parse_module<'a>(
             }
             Ok(_) => {}
             Err(e) => {
-                error = Some((e.offset(), e.message().to_owned()));
+                parsed.error = Some((e.offset(), e.message().to_owned()));
                 break;
             }
         }
     }
-    if !batch.funcs.is_empty() {
+    if let Pass::Whole(tx) | Pass::WithoutEarlyExports(tx) = &pass
+        && !batch.funcs.is_empty()
+    {
         let _ = tx.send(batch);
     }
-    error
+    parsed
 }
 
 /// Which exports a report names: see [`ExportList`].
@@ -489,31 +478,77 @@ impl FuncBatch<'_> {
     }
 }
 
-/// Validates batches of function bodies until the queue is closed and empty; returns the error
-/// with the lowest offset among them, if any.
-fn validate_batches(rx: &Mutex<mpsc::Receiver<FuncBatch<'_>>>) -> Option<(u64, String)> {
+/// A function body that failed validation, and the error.
+struct FuncFailure<'a> {
+    index: u32,
+    ty: u32,
+    features: WasmFeatures,
+    body: wasmparser::FunctionBody<'a>,
+    error: (u64, String),
+}
+
+impl FuncFailure<'_> {
+    /// The error validating the body against `resources` gives, if any.
+    fn recheck(&self, resources: &ValidatorResources) -> Option<(u64, String)> {
+        let mut allocs = FuncValidatorAllocations::default();
+        validate_body(
+            resources,
+            self.index,
+            self.ty,
+            self.features,
+            &self.body,
+            &mut allocs,
+        )
+        .err()
+    }
+}
+
+/// Validates one function body, reusing `allocs`.
+fn validate_body(
+    resources: &ValidatorResources,
+    index: u32,
+    ty: u32,
+    features: WasmFeatures,
+    body: &wasmparser::FunctionBody<'_>,
+    allocs: &mut FuncValidatorAllocations,
+) -> Result<(), (u64, String)> {
+    let func = FuncToValidate {
+        resources,
+        index,
+        ty,
+        features,
+    };
+    let mut v = func.into_validator(std::mem::take(allocs));
+    let result = v
+        .validate(body)
+        .map_err(|e| (e.offset(), e.message().to_owned()));
+    *allocs = v.into_allocations();
+    result
+}
+
+/// Validates batches of function bodies until the queue is closed and empty; returns the
+/// failures.
+fn validate_batches<'a>(rx: &Mutex<mpsc::Receiver<FuncBatch<'a>>>) -> Vec<FuncFailure<'a>> {
     let mut allocs = FuncValidatorAllocations::default();
-    let mut first: Option<(u64, String)> = None;
+    let mut failures = Vec::new();
     loop {
         let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-        let Ok(batch) = next else { return first };
+        let Ok(batch) = next else { return failures };
         let Some(resources) = &batch.resources else {
             continue;
         };
         for (index, ty, body) in batch.funcs {
-            let func = FuncToValidate {
-                resources,
-                index,
-                ty,
-                features: batch.features,
-            };
-            let mut v = func.into_validator(allocs);
-            if let Err(e) = v.validate(&body)
-                && first.as_ref().is_none_or(|f| e.offset() < f.0)
+            if let Err(error) =
+                validate_body(resources, index, ty, batch.features, &body, &mut allocs)
             {
-                first = Some((e.offset(), e.message().to_owned()));
+                failures.push(FuncFailure {
+                    index,
+                    ty,
+                    features: batch.features,
+                    body,
+                    error,
+                });
             }
-            allocs = v.into_allocations();
         }
     }
 }

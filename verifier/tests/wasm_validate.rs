@@ -174,8 +174,8 @@ fn mutations_never_panic_and_match_serial_validation() {
                 serial_verdict(&b, &rules),
                 "verdict differs from serial validation on {b:02x?}"
             );
-            // Without the digest, the lists are read on another thread: same verdict, and for
-            // a valid module the same report but for the digest.
+            // Without the digest: same verdict, and for a valid module the same report but for
+            // the digest.
             let fast = inspect_with(&b, &rules, ReportDigest::Skip, ExportList::All).unwrap();
             assert_eq!(
                 fast.valid, r.valid,
@@ -270,5 +270,48 @@ fn first_exports_and_the_required_ones(module: &[u8]) {
         assert_eq!(names, expected, "{digest:?}");
         assert_eq!(check_policy(&rules, &page), check_policy(&rules, &full));
         assert_eq!(page.valid, full.valid);
+    }
+}
+
+/// `ref.func` may name a function that only the export section declares: the body pass, which
+/// runs without the export section, must not reject it; an undeclared one is still rejected with
+/// the serial validator's message.
+#[test]
+fn ref_func_declared_only_by_an_export() {
+    let rules = WasmRules::default();
+    let mut filler = String::new();
+    for i in 0..2000 {
+        filler.push_str(&format!(
+            " (func (export \"filler{i}\") (result i32) i32.const {i})\n"
+        ));
+    }
+    for (wat, valid) in [
+        (
+            format!(
+                "(module (func $f (export \"f\")) {filler} (func (result funcref) ref.func $f))"
+            ),
+            true,
+        ),
+        (
+            format!("(module (func $f) {filler} (func (result funcref) ref.func $f))"),
+            false,
+        ),
+    ] {
+        let bytes = wat::parse_str(&wat).unwrap();
+        let report = inspect(&bytes, &rules).unwrap();
+        assert_eq!(report.valid, valid, "{:?}", report.error);
+        assert_eq!(report.valid, serial_verdict(&bytes, &rules));
+        if !valid {
+            let Err(serial) = wasmparser::Validator::new_with_features(
+                bpfship_verifier::wasm::features_for(&rules).unwrap(),
+            )
+            .validate_all(&bytes) else {
+                panic!("the serial validator accepts it");
+            };
+            assert_eq!(
+                report.error.as_deref(),
+                Some(format!("{} (at offset {:#x})", serial.message(), serial.offset()).as_str())
+            );
+        }
     }
 }
