@@ -115,7 +115,7 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 }
 
 /// Imports/exports listed in the text report; `--output json` lists them all (a large module
-/// such as duckdb-wasm exports ~180,000 symbols: a page of them helps nobody).
+/// such as duckdb-wasm exports 75,000 symbols: a page of them helps nobody).
 pub const LISTED: usize = 50;
 
 fn more(out: &mut String, what: &str, total: usize) {
