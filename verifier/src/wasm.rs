@@ -84,7 +84,8 @@ pub struct WasmReport {
     pub imports: Vec<WasmImport>,
     /// Every export, or with [`ExportList::First`] the first ones and the required ones.
     pub exports: Vec<WasmExport>,
-    /// How many exports there are, named in `exports` or not.
+    /// How many exports the module declares (its export section's count), named in `exports` or
+    /// not.
     pub export_count: usize,
     pub memories: Vec<WasmMemory>,
     pub functions: usize,
@@ -387,6 +388,11 @@ impl Listing<'_> {
             ExportList::First(n) => listed < n || self.required.iter().any(|r| r == name),
         }
     }
+
+    /// Whether no further export can be named once `listed` are (the rest need not be read).
+    fn complete(&self, listed: usize) -> bool {
+        matches!(self.exports, ExportList::First(n) if listed >= n && self.required.is_empty())
+    }
 }
 
 /// Records imports, exports and memories of the top-level module or component.
@@ -414,9 +420,12 @@ fn collect(
             }
         }
         Payload::ExportSection(s) => {
+            report.export_count += s.count() as usize;
             for export in s.clone() {
+                if listing.complete(report.exports.len()) {
+                    break;
+                }
                 let export = export?;
-                report.export_count += 1;
                 if listing.names(export.name, report.exports.len()) {
                     report.exports.push(WasmExport {
                         name: export.name.to_owned(),
@@ -445,9 +454,12 @@ fn collect(
             }
         }
         Payload::ComponentExportSection(s) => {
+            report.export_count += s.count() as usize;
             for export in s.clone() {
+                if listing.complete(report.exports.len()) {
+                    break;
+                }
                 let export = export?;
-                report.export_count += 1;
                 if listing.names(export.name.name, report.exports.len()) {
                     report.exports.push(WasmExport {
                         name: export.name.name.to_owned(),
