@@ -23,6 +23,10 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 /// and a slot in the `SIGBUS` table).
 pub const MAP_MIN: u64 = 1 << 20;
 
+/// The most read from something that is not a regular file (a pipe, a device): `/dev/zero` never
+/// ends.
+pub const STREAM_MAX: u64 = 256 << 20;
+
 /// A file's bytes: read into memory, or mapped.
 pub struct InputFile {
     bytes: Bytes,
@@ -48,7 +52,13 @@ impl InputFile {
             Some(m) => Bytes::Mapped(m),
             None => {
                 let mut buf = Vec::new();
-                file.read_to_end(&mut buf)?;
+                (&mut file).take(STREAM_MAX + 1).read_to_end(&mut buf)?;
+                if buf.len() as u64 > STREAM_MAX {
+                    return Err(io::Error::other(format!(
+                        "more than {} MiB to read: not a file bpfship validates",
+                        STREAM_MAX >> 20
+                    )));
+                }
                 Bytes::Read(buf)
             }
         };

@@ -542,3 +542,15 @@ fn large_files_are_validated_as_mapped_with_the_verdict_of_a_copy() {
         }
     }
 }
+
+/// An input that never ends is refused once it is larger than any module, not read forever.
+#[test]
+fn an_endless_input_is_refused() {
+    let w = Work::new();
+    let run = w.run(["validate", "/dev/zero"]).expect(2);
+    assert!(
+        run.stdout.contains("/dev/zero: error: cannot read /dev/zero: more than 256 MiB"),
+        "{}",
+        run.stdout
+    );
+}
