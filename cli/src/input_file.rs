@@ -50,17 +50,7 @@ impl InputFile {
         let mapped = map_len.and_then(|len| Mapping::new(&file, len, path));
         let bytes = match mapped {
             Some(m) => Bytes::Mapped(m),
-            None => {
-                let mut buf = Vec::new();
-                (&mut file).take(STREAM_MAX + 1).read_to_end(&mut buf)?;
-                if buf.len() as u64 > STREAM_MAX {
-                    return Err(io::Error::other(format!(
-                        "more than {} MiB to read: not a file bpfship validates",
-                        STREAM_MAX >> 20
-                    )));
-                }
-                Bytes::Read(buf)
-            }
+            None => Bytes::Read(read_open(&mut file, &opened)?),
         };
         Ok(Self {
             bytes,
@@ -103,6 +93,30 @@ impl std::ops::Deref for InputFile {
             Bytes::Mapped(m) => m.bytes(),
         }
     }
+}
+
+/// Reads all of a file into memory, as `std::fs::read` does, except that something other than a
+/// regular file (a pipe, a device) is read up to [`STREAM_MAX`] only: `/dev/zero` never ends.
+pub fn read_all(path: &Path) -> io::Result<Vec<u8>> {
+    let mut file = File::open(path)?;
+    let meta = file.metadata()?;
+    read_open(&mut file, &meta)
+}
+
+fn read_open(file: &mut File, meta: &Metadata) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    if meta.is_file() {
+        file.read_to_end(&mut buf)?;
+        return Ok(buf);
+    }
+    file.take(STREAM_MAX + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > STREAM_MAX {
+        return Err(io::Error::other(format!(
+            "more than {} MiB to read from something that is not a regular file",
+            STREAM_MAX >> 20
+        )));
+    }
+    Ok(buf)
 }
 
 /// A read-only private mapping of a whole file, registered with the `SIGBUS` guard while it lives.

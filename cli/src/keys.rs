@@ -14,7 +14,7 @@ fn key_bytes(arg: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
             .with_context(|| format!("{arg}: environment variable {var} is not set"))?;
         return Ok(Zeroizing::new(v.into_bytes()));
     }
-    std::fs::read(arg)
+    crate::input_file::read_all(std::path::Path::new(arg))
         .map(Zeroizing::new)
         .with_context(|| format!("cannot read key {arg}"))
 }

@@ -30,7 +30,9 @@ impl RegistryArgs {
         let credentials = match &self.username {
             Some(u) if self.password_stdin => {
                 let mut p = String::new();
+                // A password is short: a standard input that never ends is not read forever.
                 std::io::stdin()
+                    .take(64 << 10)
                     .read_to_string(&mut p)
                     .context("reading the password from standard input")?;
                 Some(Credentials {
@@ -44,7 +46,7 @@ impl RegistryArgs {
             .ca_certificates
             .iter()
             .map(|p| {
-                std::fs::read(p)
+                crate::input_file::read_all(p)
                     .with_context(|| format!("cannot read CA certificate {}", p.display()))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;

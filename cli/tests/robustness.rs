@@ -543,14 +543,34 @@ fn large_files_are_validated_as_mapped_with_the_verdict_of_a_copy() {
     }
 }
 
-/// An input that never ends is refused once it is larger than any module, not read forever.
+/// An input that never ends (a file, a policy, a key, an artifact to push) is refused once it is
+/// larger than anything bpfship reads, not read forever.
 #[test]
 fn an_endless_input_is_refused() {
     let w = Work::new();
     let run = w.run(["validate", "/dev/zero"]).expect(2);
     assert!(
-        run.stdout.contains("/dev/zero: error: cannot read /dev/zero: more than 256 MiB"),
+        run.stdout
+            .contains("/dev/zero: error: cannot read /dev/zero: more than 256 MiB"),
         "{}",
         run.stdout
     );
+    let module = w.write("m.wasm", &common::wasm("handler"));
+    for (args, says) in [
+        (
+            vec!["validate", "--policy", "/dev/zero", s(&module)],
+            "/dev/zero: cannot read policy: larger than 1 MiB",
+        ),
+        (
+            vec!["public-key", "--key", "/dev/zero"],
+            "cannot read key /dev/zero: more than 256 MiB",
+        ),
+        (
+            vec!["push", "/dev/zero", "127.0.0.1:1/endless:v1"],
+            "cannot read /dev/zero: more than 256 MiB",
+        ),
+    ] {
+        let run = w.run(&args).expect(2);
+        assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
+    }
 }

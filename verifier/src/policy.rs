@@ -158,10 +158,30 @@ pub struct Violation {
     pub message: String,
 }
 
+/// The most read of a policy or key file: both are a few KiB, and a path such as `/dev/zero`
+/// never ends.
+const TEXT_FILE_MAX: u64 = 1 << 20;
+
+/// Reads a policy or key file as UTF-8 text, up to [`TEXT_FILE_MAX`].
+fn read_text(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(TEXT_FILE_MAX + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > TEXT_FILE_MAX {
+        return Err(std::io::Error::other(format!(
+            "larger than {} MiB",
+            TEXT_FILE_MAX >> 20
+        )));
+    }
+    Ok(text)
+}
+
 impl Policy {
     /// Reads and resolves a policy file; trusted key paths are relative to its directory.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        let text = read_text(path).map_err(|source| PolicyError::Read {
             path: path.to_owned(),
             source,
         })?;
@@ -183,12 +203,11 @@ impl Policy {
             for key in &mut rule.keys {
                 if !key.contains("-----BEGIN") {
                     let key_path = base.join(&*key);
-                    *key =
-                        std::fs::read_to_string(&key_path).map_err(|source| PolicyError::Key {
-                            path: path.to_owned(),
-                            key: key_path.display().to_string(),
-                            source,
-                        })?;
+                    *key = read_text(&key_path).map_err(|source| PolicyError::Key {
+                        path: path.to_owned(),
+                        key: key_path.display().to_string(),
+                        source,
+                    })?;
                 }
             }
         }

@@ -46,7 +46,7 @@ pub struct VerifyArgs {
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    crate::input_file::read_all(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 pub fn sign(args: SignArgs, out: OutputFormat) -> CmdResult {
@@ -91,8 +91,8 @@ pub fn verify(args: VerifyArgs, out: OutputFormat) -> CmdResult {
         ("bundle", v.digest)
     } else {
         let arg = args.signature.as_deref().unwrap_or_default();
-        let text = match std::fs::read_to_string(arg) {
-            Ok(t) => t,
+        let text = match crate::input_file::read_all(Path::new(arg)) {
+            Ok(t) => String::from_utf8_lossy(&t).into_owned(),
             Err(_) if B64.decode(arg.trim()).is_ok() => arg.to_owned(),
             Err(e) => return Err(anyhow::anyhow!("cannot read signature {arg}: {e}").into()),
         };

@@ -42,7 +42,7 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
         }
     };
     let policy = args.policy.as_deref().map(Policy::load).transpose()?;
-    let bytes = std::fs::read(&args.file)
+    let bytes = crate::input_file::read_all(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let file = args.file.display().to_string();
     let inspection = inspect(&bytes, policy.as_ref()).with_context(|| file.clone())?;
