@@ -81,20 +81,31 @@ impl Agent {
             }
         }
         let mut statuses = BTreeMap::new();
-        let mut commands = BTreeMap::new();
-        let mut threads = Vec::new();
+        let mut deployments = Vec::new();
         for spec in &config.deployments {
             let status = Arc::new(Mutex::new(DeploymentStatus {
                 name: spec.name.clone(),
                 ..Default::default()
             }));
-            let deployment = Deployment::start(spec.clone(), ctx.clone(), status.clone())?;
-            let (tx, rx) = mpsc::channel();
+            deployments.push(Deployment::start(
+                spec.clone(),
+                ctx.clone(),
+                status.clone(),
+            )?);
             statuses.insert(spec.name.clone(), status);
-            commands.insert(spec.name.clone(), tx);
+        }
+        // Every deployment has said what content its state names, and none runs yet: the rest
+        // of the store goes.
+        ctx.store.remove_unheld();
+        let mut commands = BTreeMap::new();
+        let mut threads = Vec::new();
+        for deployment in deployments {
+            let name = deployment.name().to_owned();
+            let (tx, rx) = mpsc::channel();
+            commands.insert(name.clone(), tx);
             threads.push(
                 std::thread::Builder::new()
-                    .name(format!("deploy-{}", spec.name))
+                    .name(format!("deploy-{name}"))
                     .spawn(move || deployment.run(rx))
                     .map_err(|e| e.to_string())?,
             );

@@ -206,9 +206,15 @@ impl Deployment {
             salt,
             awaiting_signature: Default::default(),
         };
+        d.hold_state_content();
         d.settle();
         d.publish("started");
         Ok(d)
+    }
+
+    /// The deployment's name in the configuration.
+    pub fn name(&self) -> &str {
+        &self.spec.name
     }
 
     /// The shared status (a poisoned lock still holds the last status: use it).
@@ -236,7 +242,11 @@ impl Deployment {
     fn save(&self) {
         if let Err(e) = state::save(&self.state_path, &self.state) {
             tracing::error!(deployment = %self.spec.name, error = %e, "cannot save state");
+            return;
         }
+        // Once saved, content the state no longer names can go (unless another deployment
+        // holds it).
+        self.hold_state_content();
     }
 
     /// After a restart: make the kernel match the state file, finishing interrupted
@@ -522,7 +532,7 @@ impl Deployment {
         if let Err(diff) = self.check_pinned_maps(report) {
             return self.reject(digest, "refused", &diff);
         }
-        let content_digest = match self.ctx.store.put(&content.bytes) {
+        let content_digest = match self.ctx.store.put(&content.bytes, &self.spec.name) {
             Ok(d) => d,
             Err(e) => {
                 self.publish(&format!("cannot store {digest} locally: {e}; will retry"));
@@ -870,13 +880,16 @@ impl Deployment {
 
     fn forget_version(&mut self, v: &VersionRecord) {
         let _ = std::fs::remove_file(self.hook.pins.join(v.pin_name()));
-        let in_use = [&self.state.stable, &self.state.canary]
+    }
+
+    /// Tells the content store that this deployment holds what its state names, and only that.
+    fn hold_state_content(&self) {
+        let s = &self.state;
+        let held = [&s.stable, &s.canary, &s.previous]
             .into_iter()
             .flatten()
-            .any(|x| x.content_digest == v.content_digest);
-        if !in_use {
-            self.ctx.store.remove(&v.content_digest);
-        }
+            .map(|v| v.content_digest.as_str());
+        self.ctx.store.hold_only(&self.spec.name, held);
     }
 
     fn release_previous(&mut self) {

@@ -436,10 +436,14 @@ steps = [{{ percent = 50, bake_seconds = 0.5 }}]
     send_all_received(&veth, &rx, 500, 50);
 
     // The deployment leaves the configuration: the agent detaches and removes what it owned.
+    let store = h.dir.path().join("state/store/sha256");
+    let stored = || std::fs::read_dir(&store).map_or(0, |d| d.count());
+    assert!(stored() > 0, "the restored version's content is stored");
     h.kill_agent();
     h.remove_deployments();
     h.start_agent();
     assert!(!h.pin_root.join("stateful").exists(), "pins removed");
+    assert_eq!(stored(), 0, "its content left the local store");
     assert!(
         !h.dir
             .path()
