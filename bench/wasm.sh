@@ -4,7 +4,8 @@
 # (bpfship with its default text output; --output json, which adds the SHA-256, is shown too)
 # in this one run; best of N wall times. bpfship is the release binary as distributed (PGO build,
 # scripts/build-release.sh); the plain `cargo build --release` binary is timed beside it.
-# Prints one line per file and a summary table (markdown) on the last lines. Targets: bpfship <= 0.05x wasm-validate and >= 400 MB/s.
+# Prints one line per file and a summary table (markdown) on the last lines.
+# Targets: bpfship <= 0.05x wasm-validate and >= 400 MB/s.
 # Env: BENCH_RUNS (bpfship runs, default 7), BENCH_REF_RUNS (wasm-validate runs, default 2).
 source "$(dirname "$0")/lib.sh"
 runs=${BENCH_RUNS:-7}
