@@ -208,20 +208,20 @@ pub fn inspect_with(
         let (pass, bodies_pass) = if split {
             let bodies = s.spawn(move || {
                 let parsed = parse_module(bytes, features, Pass::WithoutEarlyExports(tx), None);
-                (parsed, validate_batches(rx))
+                (parsed, validate_batches(rx, features))
             });
             (Pass::UntilCode, Some(bodies))
         } else {
             (Pass::Whole(tx), None)
         };
         let helpers: Vec<_> = (1 + usize::from(split)..workers)
-            .map(|_| s.spawn(|| validate_batches(rx)))
+            .map(|_| s.spawn(|| validate_batches(rx, features)))
             .collect();
         let parsed = parse_module(bytes, features, pass, Some((&listing, &mut report)));
         if digest == ReportDigest::Compute {
             report.sha256 = sha256_digest(bytes);
         }
-        let mut failures = validate_batches(rx);
+        let mut failures = validate_batches(rx, features);
         for h in helpers {
             failures.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
         }
@@ -240,7 +240,12 @@ pub fn inspect_with(
         // passes, a failure is confirmed against the whole module's resources.
         failures.sort_by_key(|f| f.body.range().start);
         let func_error = match &full_resources {
-            Some(resources) => failures.iter().find_map(|f| f.recheck(resources)),
+            Some(resources) => {
+                let mut validator = BodyValidator::new(features);
+                failures
+                    .iter()
+                    .find_map(|f| validator.validate(resources, f.index, f.ty, &f.body).err())
+            }
             None => failures.into_iter().next().map(|f| f.error),
         };
         (module_error, func_error)
@@ -270,7 +275,7 @@ enum Pass<'a> {
     /// All of it; the function bodies are queued on the sender.
     Whole(mpsc::Sender<FuncBatch<'a>>),
     /// The sections before the code, the export section included; stops at the first function
-    /// body, keeping the module's resources for [`FuncFailure::recheck`].
+    /// body, keeping the module's resources to check failed bodies again.
     UntilCode,
     /// All but an export section before the code; the bodies are queued on the sender. Bodies
     /// are then validated against resources that lack the function references the exports
@@ -304,7 +309,7 @@ fn parse_module<'a>(
         kind: WasmKind::Module,
         resources: None,
     };
-    let mut batch = FuncBatch::new(features);
+    let mut batch = FuncBatch::default();
     let mut batch_bytes = 0usize;
     let mut depth = 0usize;
     let mut code_seen = false;
@@ -312,14 +317,14 @@ fn parse_module<'a>(
         let payload = match payload {
             Ok(p) => p,
             Err(e) => {
-                parsed.error = Some((e.offset(), e.message().to_owned()));
+                parsed.error = Some(located(&e));
                 break;
             }
         };
         if let Some((listing, report)) = &mut lists
             && let Err(e) = collect(&payload, depth, report, listing)
         {
-            parsed.error = Some((e.offset(), e.message().to_owned()));
+            parsed.error = Some(located(&e));
             break;
         }
         match &payload {
@@ -355,13 +360,13 @@ fn parse_module<'a>(
                 batch.funcs.push((func.index, func.ty, body));
                 if batch_bytes >= BATCH_BYTES {
                     // The receivers live until every batch is drained: sending cannot fail.
-                    let _ = tx.send(std::mem::replace(&mut batch, FuncBatch::new(features)));
+                    let _ = tx.send(std::mem::take(&mut batch));
                     batch_bytes = 0;
                 }
             }
             Ok(_) => {}
             Err(e) => {
-                parsed.error = Some((e.offset(), e.message().to_owned()));
+                parsed.error = Some(located(&e));
                 break;
             }
         }
@@ -474,74 +479,62 @@ fn collect(
 }
 
 /// Function bodies for a worker: (function index, type index, body), with the module's resources.
+#[derive(Default)]
 struct FuncBatch<'a> {
     resources: Option<ValidatorResources>,
-    features: WasmFeatures,
     funcs: Vec<(u32, u32, wasmparser::FunctionBody<'a>)>,
-}
-
-impl FuncBatch<'_> {
-    fn new(features: WasmFeatures) -> Self {
-        Self {
-            resources: None,
-            features,
-            funcs: Vec::new(),
-        }
-    }
 }
 
 /// A function body that failed validation, and the error.
 struct FuncFailure<'a> {
     index: u32,
     ty: u32,
-    features: WasmFeatures,
     body: wasmparser::FunctionBody<'a>,
     error: (u64, String),
 }
 
-impl FuncFailure<'_> {
-    /// The error validating the body against `resources` gives, if any.
-    fn recheck(&self, resources: &ValidatorResources) -> Option<(u64, String)> {
-        let mut allocs = FuncValidatorAllocations::default();
-        validate_body(
-            resources,
-            self.index,
-            self.ty,
-            self.features,
-            &self.body,
-            &mut allocs,
-        )
-        .err()
-    }
+/// Validates function bodies one after another under one feature set, reusing its allocations.
+struct BodyValidator {
+    features: WasmFeatures,
+    allocs: FuncValidatorAllocations,
 }
 
-/// Validates one function body, reusing `allocs`.
-fn validate_body(
-    resources: &ValidatorResources,
-    index: u32,
-    ty: u32,
-    features: WasmFeatures,
-    body: &wasmparser::FunctionBody<'_>,
-    allocs: &mut FuncValidatorAllocations,
-) -> Result<(), (u64, String)> {
-    let func = FuncToValidate {
-        resources,
-        index,
-        ty,
-        features,
-    };
-    let mut v = func.into_validator(std::mem::take(allocs));
-    let result = v
-        .validate(body)
-        .map_err(|e| (e.offset(), e.message().to_owned()));
-    *allocs = v.into_allocations();
-    result
+impl BodyValidator {
+    fn new(features: WasmFeatures) -> Self {
+        Self {
+            features,
+            allocs: FuncValidatorAllocations::default(),
+        }
+    }
+
+    /// Validates the body of function `index` (of type `ty`) against `resources`.
+    fn validate(
+        &mut self,
+        resources: &ValidatorResources,
+        index: u32,
+        ty: u32,
+        body: &wasmparser::FunctionBody<'_>,
+    ) -> Result<(), (u64, String)> {
+        let func = FuncToValidate {
+            resources,
+            index,
+            ty,
+            features: self.features,
+        };
+        let mut v = func.into_validator(std::mem::take(&mut self.allocs));
+        let result = v.validate(body).map_err(|e| located(&e));
+        self.allocs = v.into_allocations();
+        result
+    }
 }
 
 /// Validates batches of function bodies until the queue is closed and empty; returns the
 /// failures.
-fn validate_batches<'a>(rx: &Mutex<mpsc::Receiver<FuncBatch<'a>>>) -> Vec<FuncFailure<'a>> {
-    let mut allocs = FuncValidatorAllocations::default();
+fn validate_batches<'a>(
+    rx: &Mutex<mpsc::Receiver<FuncBatch<'a>>>,
+    features: WasmFeatures,
+) -> Vec<FuncFailure<'a>> {
+    let mut validator = BodyValidator::new(features);
     let mut failures = Vec::new();
     loop {
         let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
@@ -550,19 +543,21 @@ fn validate_batches<'a>(rx: &Mutex<mpsc::Receiver<FuncBatch<'a>>>) -> Vec<FuncFa
             continue;
         };
         for (index, ty, body) in batch.funcs {
-            if let Err(error) =
-                validate_body(resources, index, ty, batch.features, &body, &mut allocs)
-            {
+            if let Err(error) = validator.validate(resources, index, ty, &body) {
                 failures.push(FuncFailure {
                     index,
                     ty,
-                    features: batch.features,
                     body,
                     error,
                 });
             }
         }
     }
+}
+
+/// A wasmparser error as (offset, message).
+fn located(e: &wasmparser::BinaryReaderError) -> (u64, String) {
+    (e.offset(), e.message().to_owned())
 }
 
 /// Checks a report against a policy's WASM rules.
