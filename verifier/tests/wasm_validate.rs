@@ -13,6 +13,16 @@ fn wasm(name: &str) -> Vec<u8> {
     wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// Every module in testdata/wasm.
+const TESTDATA_MODULES: [&str; 6] = [
+    "handler",
+    "invalid",
+    "forbidden_import",
+    "oversized_memory",
+    "threads",
+    "component",
+];
+
 fn serial_verdict(bytes: &[u8], rules: &WasmRules) -> bool {
     let features = bpfship_verifier::wasm::features_for(rules).unwrap();
     wasmparser::Validator::new_with_features(features)
@@ -134,14 +144,7 @@ fn mutations_never_panic_and_match_serial_validation() {
     let mut rng = Rng(0x0a5d_5eed);
     let mut cases = 0;
     let mut valid_cases = 0;
-    for name in [
-        "handler",
-        "invalid",
-        "forbidden_import",
-        "oversized_memory",
-        "threads",
-        "component",
-    ] {
+    for name in TESTDATA_MODULES {
         let orig = wasm(name);
         for _ in 0..800 {
             let mut b = orig.clone();
@@ -215,14 +218,7 @@ fn digest_less_report_equals_full_report() {
     let big = wat::parse_str(&wat).unwrap();
     first_exports_and_the_required_ones(&big);
     let mut inputs = vec![("big".to_string(), big.clone())];
-    for name in [
-        "handler",
-        "invalid",
-        "forbidden_import",
-        "oversized_memory",
-        "threads",
-        "component",
-    ] {
+    for name in TESTDATA_MODULES {
         inputs.push((name.to_string(), wasm(name)));
     }
     // An invalid body late in a big module: the same error either way.
