@@ -30,17 +30,7 @@ fn round_trip(
     public: &std::path::Path,
     key_hint: &str,
 ) -> String {
-    let pushed = w
-        .run([
-            "push",
-            "--output",
-            "json",
-            "--key",
-            s(key),
-            s(file),
-            reference,
-        ])
-        .json();
+    let pushed = w.push(file, reference, Some(key), &[]);
     let digest = pushed["digest"].as_str().expect("digest").to_owned();
     assert!(
         digest.starts_with("sha256:") && digest.len() == 71,
@@ -258,7 +248,7 @@ fn unsigned_refused_unless_policy_allows_it() {
     let (_key, public) = w.key_pair("k");
     let wasm = w.write("handler.wasm", &common::wasm("handler"));
     let r = format!("{}/unsigned/handler:v1", reg.address);
-    let pushed = w.run(["push", "--output", "json", s(&wasm), &r]).json();
+    let pushed = w.push(&wasm, &r, None, &[]);
     assert!(pushed["signed"].is_null(), "{pushed}");
     let digest = pushed["digest"].as_str().unwrap();
 

@@ -52,17 +52,7 @@ async fn sigstore_crate_verifies_legacy_signatures() {
     let (_, other_public) = w.key_pair("other");
     let file = w.write("xdp_pass.o", &xdp);
     let reference = format!("{}/net/xdp:v1", reg.address);
-    let pushed = w
-        .run([
-            "push",
-            "--output",
-            "json",
-            "--key",
-            s(&key),
-            s(&file),
-            &reference,
-        ])
-        .json();
+    let pushed = w.push(&file, &reference, Some(&key), &[]);
     let digest = pushed["digest"].as_str().unwrap().to_owned();
 
     let (resolved, sig_tag, layers) = sigstore_layers(&reference).await;

@@ -43,19 +43,7 @@ impl Pushed {
         let (key, public) = w.key_pair("release");
         let file = w.write("xdp_pass.o", &xdp);
         let tag_ref = format!("{}/net/xdp:v1", reg.address);
-        let pushed = w
-            .run([
-                "push",
-                "--output",
-                "json",
-                "--key",
-                s(&key),
-                "--signature-format",
-                format,
-                s(&file),
-                &tag_ref,
-            ])
-            .json();
+        let pushed = w.push(&file, &tag_ref, Some(&key), &["--signature-format", format]);
         let digest = pushed["digest"].as_str().unwrap().to_owned();
         let client = Client::new(ClientOptions::default()).unwrap();
         let repo = Reference::parse(&tag_ref).unwrap();
@@ -444,9 +432,7 @@ fn tag_repointed_to_an_unsigned_manifest() {
     let Some(p) = Pushed::new("both") else { return };
     // Someone with push access re-points v1 to an unsigned artifact.
     let wasm = p.w.write("handler.wasm", &common::wasm("handler"));
-    let pushed =
-        p.w.run(["push", "--output", "json", s(&wasm), &p.tag_ref])
-            .json();
+    let pushed = p.w.push(&wasm, &p.tag_ref, None, &[]);
     let new = pushed["digest"].as_str().unwrap();
     assert_ne!(new, p.digest);
     let msg = p.verify(&p.tag_ref).rejected_with("no signatures found");

@@ -156,6 +156,24 @@ impl Work {
         Run::from(self.cmd().args(args).output().expect("bpfship runs"))
     }
 
+    /// `bpfship push --output json [--key KEY] [EXTRA...] FILE REFERENCE`, asserting success;
+    /// returns what it printed.
+    pub fn push(
+        &self,
+        file: &Path,
+        reference: &str,
+        key: Option<&Path>,
+        extra: &[&str],
+    ) -> serde_json::Value {
+        let mut args = vec!["push", "--output", "json"];
+        if let Some(key) = key {
+            args.extend(["--key", s(key)]);
+        }
+        args.extend(extra);
+        args.extend([s(file), reference]);
+        self.run(args).json()
+    }
+
     /// Generates `<prefix>.key` / `<prefix>.pub` with `generate-key-pair`; returns both paths.
     pub fn key_pair(&self, prefix: &str) -> (PathBuf, PathBuf) {
         let p = self.path(prefix);
