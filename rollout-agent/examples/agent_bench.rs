@@ -186,7 +186,8 @@ fn main() {
              [deployment.rollout]\nsteps = [{{ percent = 10, bake_seconds = {poll} }}]\n"
         )
     };
-    let write_config = |name: &str, poll: f64, deployments: &str| -> PathBuf {
+    // Writes `<name>.toml` and starts the agent on it.
+    let start_agent = |name: &str, poll: f64, deployments: &str| -> std::process::Child {
         let p = dir.path().join(format!("{name}.toml"));
         std::fs::write(
             &p,
@@ -198,16 +199,15 @@ fn main() {
             ),
         )
         .unwrap();
-        p
+        Command::new(&agent_bin)
+            .arg("--config")
+            .arg(&p)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
     };
     let (d1, size) = publish("big1");
-    let config = write_config("latency", 0.1, &deployment("big", ifaces[0], 600.0));
-    let mut agent = Command::new(&agent_bin)
-        .arg("--config")
-        .arg(&config)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut agent = start_agent("latency", 0.1, &deployment("big", ifaces[0], 600.0));
     let socket = dir.path().join("latency.sock");
     let status = || {
         bpfship_agent::control::request(
@@ -254,13 +254,7 @@ fn main() {
         .enumerate()
         .map(|(i, f)| deployment(&format!("idle{i}"), f, 60.0))
         .collect();
-    let config = write_config("idle", 30.0, &three);
-    let mut agent = Command::new(&agent_bin)
-        .arg("--config")
-        .arg(&config)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut agent = start_agent("idle", 30.0, &three);
     let pid = agent.id();
     std::thread::sleep(Duration::from_secs(3));
     let ticks = |pid: u32| -> u64 {
