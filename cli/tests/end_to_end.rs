@@ -14,7 +14,9 @@ fn skopeo(args: &[&str]) -> Option<std::process::Output> {
     match Command::new("skopeo").args(args).output() {
         Ok(o) => Some(o),
         Err(e) => {
-            eprintln!("SKIP: skopeo not runnable ({e}): run scripts/setup.sh");
+            bpfship_test_support::skip(bpfship_test_support::Missing::Setup(format!(
+                "skopeo not runnable ({e}): run scripts/setup.sh"
+            )));
             None
         }
     }
@@ -392,7 +394,7 @@ fn tls_registry_with_basic_auth() {
         match bpfship_registry::testing::TestRegistry::start_tls_basic_auth("ci", "s3cret") {
             Ok(x) => x,
             Err(e) => {
-                eprintln!("SKIP: {e}");
+                bpfship_test_support::skip(bpfship_test_support::Missing::Setup(e));
                 return;
             }
         };

@@ -101,7 +101,9 @@ async fn sigstore_crate_verifies_legacy_signatures() {
 fn node_with_sigstore_js() -> Option<std::path::PathBuf> {
     let js = common::root().join("testdata/js");
     if Command::new("node").arg("--version").output().is_err() {
-        eprintln!("SKIP: node not found (run scripts/setup.sh): cannot run @sigstore/verify");
+        bpfship_test_support::skip(bpfship_test_support::Missing::Setup(
+            "node not found (run scripts/setup.sh): cannot run @sigstore/verify".into(),
+        ));
         return None;
     }
     if !js.join("node_modules/@sigstore/verify").exists() {

@@ -6,9 +6,7 @@ use common::{Work, s};
 
 #[test]
 fn kernel_verdicts_per_program() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP kernel_verdicts_per_program: --kernel needs root");
+    if !bpfship_test_support::require_root("validate --kernel") {
         return;
     }
     let Some(dir) = common::ebpf_objects() else {

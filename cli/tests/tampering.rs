@@ -34,7 +34,7 @@ impl Pushed {
         let reg = match TestRegistry::start() {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("SKIP: {e}");
+                bpfship_test_support::skip(bpfship_test_support::Missing::Setup(e));
                 return None;
             }
         };

@@ -16,7 +16,7 @@ macro_rules! registry_or_skip {
         match TestRegistry::start() {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("SKIP: {e}");
+                bpfship_test_support::skip(bpfship_test_support::Missing::Setup(e));
                 return;
             }
         }
@@ -85,7 +85,9 @@ fn push_resolve_fetch_by_digest_and_skopeo_reads_it() {
 
     // An independent reader: skopeo inspects and copies what bpfship pushed.
     if Command::new("skopeo").arg("--version").output().is_err() {
-        eprintln!("SKIP: skopeo not installed (run scripts/setup.sh)");
+        bpfship_test_support::skip(bpfship_test_support::Missing::Setup(
+            "skopeo not installed (run scripts/setup.sh)".into(),
+        ));
         return;
     }
     for (repo, dig) in [(&r, &digest), (&w, &wd)] {
@@ -214,7 +216,7 @@ fn tls_and_basic_auth_with_docker_config_credentials() {
     let (reg, ca) = match TestRegistry::start_tls_basic_auth("ci", "s3cret") {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("SKIP: {e}");
+            bpfship_test_support::skip(bpfship_test_support::Missing::Setup(e));
             return;
         }
     };

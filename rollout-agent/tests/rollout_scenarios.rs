@@ -299,9 +299,9 @@ fn tracepoint_deployment_splits_by_event() {
     }
     let _serial = serial();
     if !std::path::Path::new("/sys/kernel/tracing/events/syscalls/sys_enter_getpid").exists() {
-        eprintln!(
-            "SKIP tracepoint_deployment_splits_by_event: tracefs is not mounted at /sys/kernel/tracing (scripts/setup.sh mounts it)"
-        );
+        bpfship_test_support::skip(bpfship_test_support::Missing::Setup(
+            "tracefs is not mounted at /sys/kernel/tracing (scripts/setup.sh mounts it)".into(),
+        ));
         return;
     }
     let deployment = r#"
@@ -470,7 +470,9 @@ fn uprobe_deployment_splits_calls() {
     let _serial = serial();
     let libc = "/lib/x86_64-linux-gnu/libc.so.6";
     if !std::path::Path::new(libc).exists() {
-        eprintln!("SKIP uprobe_deployment_splits_calls: no {libc} on this machine");
+        bpfship_test_support::skip(bpfship_test_support::Missing::Setup(format!(
+            "no {libc} on this machine"
+        )));
         return;
     }
     let deployment = format!(

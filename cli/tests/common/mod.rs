@@ -23,7 +23,7 @@ macro_rules! registry_or_skip {
         match bpfship_registry::testing::TestRegistry::start() {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("SKIP: {e}");
+                bpfship_test_support::skip(bpfship_test_support::Missing::Setup(e));
                 return;
             }
         }

@@ -10,19 +10,21 @@ use std::sync::OnceLock;
 
 /// `true` when the tests can use BPF and network namespaces; prints why not otherwise.
 pub fn can_use_kernel(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP {test}: needs root (BPF, network namespaces)");
+    if !bpfship_test_support::require_root(&format!(
+        "{test} loads BPF programs into network namespaces"
+    )) {
         return false;
     }
     if let Err(e) = bpfship_agent::kernel::bpf_available() {
-        eprintln!("SKIP {test}: BPF unavailable: {e}");
+        bpfship_test_support::skip(bpfship_test_support::Missing::Setup(format!(
+            "BPF unavailable: {e}"
+        )));
         return false;
     }
     if objects().is_none() {
-        eprintln!(
-            "SKIP {test}: cannot build the test programs (clang missing? run scripts/setup.sh)"
-        );
+        bpfship_test_support::skip(bpfship_test_support::Missing::Setup(
+            "cannot build the test programs (clang missing? run scripts/setup.sh)".into(),
+        ));
         return false;
     }
     true

@@ -20,7 +20,9 @@ pub fn ebpf_objects() -> Option<&'static Path> {
         match status {
             Ok(s) if s.success() => Some(out),
             other => {
-                eprintln!("SKIP: cannot build testdata/ebpf (clang missing? run scripts/setup.sh): {other:?}");
+                bpfship_test_support::skip(bpfship_test_support::Missing::Setup(format!(
+                    "cannot build testdata/ebpf (clang missing? run scripts/setup.sh): {other:?}"
+                )));
                 None
             }
         }
