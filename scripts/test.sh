@@ -15,6 +15,9 @@ skips="$PWD/target/test-skips.log"
 status=0
 BPFSHIP_SKIP_LOG="$skips" cargo test --workspace --locked --no-fail-fast -- --test-threads=2 || status=$?
 
+# The kernel matrix: the kernel tests again inside Debian's 6.1 and 6.12 kernels under qemu.
+bash vm-tests/run || status=1
+
 echo
 if [ -s "$skips" ]; then
   echo "skipped tests ($(wc -l <"$skips")), kind: setup = the machine lacks it, kernel = the kernel lacks it:"

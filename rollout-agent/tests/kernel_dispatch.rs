@@ -192,7 +192,16 @@ fn tc_sections_are_renamed_and_split_on_tcx() {
         interface: veth.host.clone(),
         direction: kernel::TcDirection::Ingress,
     };
-    let link = kernel::attach(&hook, &d.prog).expect("tcx attach");
+    let link = match kernel::attach(&hook, &d.prog) {
+        Ok(link) => link,
+        Err(e) if !bpfship_test_support::kernel_at_least(6, 6) => {
+            bpfship_test_support::skip(bpfship_test_support::Missing::Kernel(format!(
+                "tcx links need Linux 6.6 ({e})"
+            )));
+            return;
+        }
+        Err(e) => panic!("tcx attach: {e}"),
+    };
     assert_eq!(sys::link_prog_id(&link).unwrap(), d.prog_id);
     sys::link_update(&link, &a.fd, Some(&d.prog)).expect("swap to the version");
     assert_eq!(sys::link_prog_id(&link).unwrap(), a.id);

@@ -84,9 +84,41 @@ pub fn require_root(what: &str) -> bool {
     root
 }
 
+/// `true` when the running kernel's release is at least `major.minor` (from `uname`).
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    // SAFETY: utsname is plain data; uname fills it or fails.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: uts is a valid, writable utsname.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return false;
+    }
+    let release: String = uts
+        .release
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8 as char)
+        .collect();
+    parse_release(&release) >= Some((major, minor))
+}
+
+/// `"6.1.0-57-cloud-amd64"` → `(6, 1)`.
+fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_releases() {
+        assert_eq!(parse_release("6.1.0-57-cloud-amd64"), Some((6, 1)));
+        assert_eq!(parse_release("6.18.44-fc-v1147"), Some((6, 18)));
+        assert_eq!(parse_release("6.12.118+deb12-cloud-amd64"), Some((6, 12)));
+        assert_eq!(parse_release("garbage"), None);
+        assert!(Some((6, 12)) > Some((6, 6)) && Some((6, 1)) < Some((6, 6)));
+    }
 
     #[test]
     fn kinds_and_reasons() {

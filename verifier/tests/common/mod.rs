@@ -8,6 +8,11 @@ use std::sync::OnceLock;
 pub fn ebpf_objects() -> Option<&'static Path> {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
     DIR.get_or_init(|| {
+        // Prebuilt objects (vm-tests: a VM has no clang) are used as they are.
+        if let Some(prebuilt) = std::env::var_os("BPFSHIP_TEST_EBPF_DIR") {
+            let out = PathBuf::from(prebuilt);
+            return Some(out);
+        }
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let out = root.join("target/testdata-ebpf");
         // flock serialises parallel test binaries building the same files.
