@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bpfship_agent::kernel::{self, Dispatcher, HookKind, SplitMode, sys};
+use bpfship_agent::control::{Request, RequestKind, request};
+use bpfship_agent::deployment::DeploymentStatus;
+use bpfship_agent::kernel::{self, Dispatcher, HookKind, ProgramFd, SplitMode};
 use bpfship_registry::testing::TestRegistry;
 use bpfship_registry::{Client, ClientOptions, Reference};
 use bpfship_trust::sign::{SignatureFormat, sign_descriptor};
@@ -26,11 +28,11 @@ fn frame() -> Vec<u8> {
 }
 
 /// Best of 5 runs of `repeat` test runs: ns per run.
-fn ns_per_run(prog: &impl std::os::fd::AsRawFd, repeat: u32) -> f64 {
+fn ns_per_run(prog: &ProgramFd, repeat: u32) -> f64 {
     (0..5)
         .map(|_| {
             f64::from(
-                sys::prog_test_run(prog, &frame(), repeat)
+                prog.test_run(&frame(), repeat)
                     .expect("test run")
                     .duration_ns,
             )
@@ -123,9 +125,9 @@ fn main() {
             d.set_canary_share(0).unwrap();
             share_ns.push(t.elapsed().as_nanos() as f64);
             let t = Instant::now();
-            sys::link_update(&link, &v1.fd, Some(&d.prog)).unwrap();
+            link.replace(&v1.fd, &d.prog).unwrap();
             link_ns.push(t.elapsed().as_nanos() as f64);
-            sys::link_update(&link, &d.prog, Some(&v1.fd)).unwrap();
+            link.replace(&d.prog, &v1.fd).unwrap();
         }
         drop(link);
         let _ = Command::new("ip").args(["link", "del", dummy]).output();
@@ -210,17 +212,17 @@ fn main() {
     let mut agent = start_agent("latency", 0.1, &deployment("big", ifaces[0], 600.0));
     let socket = dir.path().join("latency.sock");
     let status = || {
-        bpfship_agent::control::request(
+        request(
             &socket,
-            &bpfship_agent::control::Request {
-                command: "status".into(),
+            &Request {
+                command: RequestKind::Status,
                 deployment: None,
             },
         )
         .ok()
         .and_then(|r| r.deployments.into_iter().next())
     };
-    let wait = |pred: &dyn Fn(&serde_json::Value) -> bool| -> Option<serde_json::Value> {
+    let wait = |pred: &dyn Fn(&DeploymentStatus) -> bool| -> Option<DeploymentStatus> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(s) = status()
@@ -232,9 +234,9 @@ fn main() {
         }
         None
     };
-    wait(&|s| s["stable"] == d1.as_str()).expect("big1 installed");
+    wait(&|s| s.stable.as_ref() == Some(&d1)).expect("big1 installed");
     let (d2, _) = publish("big2");
-    let s = wait(&|s| s["canary"] == d2.as_str()).expect("big2 canary");
+    let s = wait(&|s| s.canary.as_ref() == Some(&d2)).expect("big2 canary");
     let _ = agent.kill();
     let _ = agent.wait();
     println!(
@@ -245,7 +247,7 @@ fn main() {
     println!("|---|---|");
     println!(
         "| verify (both layouts) + fetch + validate + store + kernel load + dispatcher attach | {:.1} |",
-        s["last_canary_start_ms"].as_f64().unwrap_or(f64::NAN)
+        s.last_canary_start_ms.unwrap_or(f64::NAN)
     );
 
     // 4. Idle footprint with three deployments (each polling every 30 s).

@@ -4,29 +4,7 @@
 
 use crate::config::{AnalysisSpec, CheckKind, CheckSpec, Inconclusive};
 
-/// What one version did during one interval.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
-pub struct VersionSample {
-    /// Events the dispatcher sent to this version.
-    pub runs: u64,
-    /// XDP aborts attributed to this version.
-    pub aborts: u64,
-    /// Good and bad events from the version's `bpfship_health` map.
-    pub good: u64,
-    pub bad: u64,
-    /// Nanoseconds per run from `BPF_PROG_TEST_RUN` on the reference packet.
-    pub cost_ns: Option<f64>,
-}
-
-/// The result of measuring one check once.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[serde(tag = "result", content = "detail", rename_all = "snake_case")]
-pub enum Outcome {
-    Success(String),
-    Failure(String),
-    NoData(String),
-    Error(String),
-}
+pub use bpfship_control::{AnalysisRun, Outcome, VersionSample};
 
 /// Fetches external values: `Ok(Some(v))`, `Ok(None)` for no data, `Err` for a query error.
 pub trait ExternalSource {
@@ -120,18 +98,19 @@ pub enum Verdict {
     RollBack(String),
 }
 
-/// Counters of one analysis run (one rollout step).
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct AnalysisRun {
-    pub measurements: u32,
-    pub failures: u32,
-    pub consecutive_errors: u32,
-    pub last: Vec<Outcome>,
+/// The analysis logic over a run's counters (the counters themselves are part of the status).
+pub trait Record {
+    /// Folds one interval's outcomes (one per check, in order) into the run.
+    fn record(
+        &mut self,
+        spec: &AnalysisSpec,
+        checks: &[CheckSpec],
+        outcomes: Vec<Outcome>,
+    ) -> Verdict;
 }
 
-impl AnalysisRun {
-    /// Folds one interval's outcomes (one per check, in order) into the run.
-    pub fn record(
+impl Record for AnalysisRun {
+    fn record(
         &mut self,
         spec: &AnalysisSpec,
         checks: &[CheckSpec],

@@ -9,26 +9,9 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+pub use bpfship_control::{Request, RequestKind, Response, request};
 
 use crate::deployment::{Command, DeploymentStatus};
-
-/// A request on the control socket.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Request {
-    /// `status`, `promote`, `abort`, `pause` or `resume`.
-    pub command: String,
-    /// The deployment; `None` means all (status) — other commands need one.
-    pub deployment: Option<String>,
-}
-
-/// The answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Response {
-    pub ok: bool,
-    pub error: Option<String>,
-    pub deployments: Vec<serde_json::Value>,
-}
 
 /// What the server needs from the running agent.
 pub struct Registry {
@@ -36,44 +19,34 @@ pub struct Registry {
     pub commands: BTreeMap<String, Sender<Command>>,
 }
 
-fn statuses(reg: &Registry, only: Option<&str>) -> Vec<serde_json::Value> {
+fn statuses(reg: &Registry, only: Option<&str>) -> Vec<DeploymentStatus> {
     reg.statuses
         .iter()
         .filter(|(n, _)| only.is_none_or(|o| o == n.as_str()))
-        .map(|(_, s)| {
-            serde_json::to_value(&*s.lock().unwrap_or_else(|p| p.into_inner())).unwrap_or_default()
-        })
+        .map(|(_, s)| s.lock().unwrap_or_else(|p| p.into_inner()).clone())
         .collect()
 }
 
 /// Answers one request.
 pub fn handle(reg: &Registry, req: &Request) -> Response {
-    let fail = |e: String| Response {
-        ok: false,
-        error: Some(e),
-        deployments: vec![],
-    };
+    let fail = Response::refused;
     if let Some(d) = &req.deployment
         && !reg.statuses.contains_key(d)
     {
         return fail(format!("no deployment named {d}"));
     }
-    let command = match req.command.as_str() {
-        "status" => {
+    let command: Command = match req.command {
+        RequestKind::Status => {
             return Response {
                 ok: true,
                 error: None,
                 deployments: statuses(reg, req.deployment.as_deref()),
             };
         }
-        "promote" => Command::Promote,
-        "abort" => Command::Abort,
-        "pause" => Command::Pause,
-        "resume" => Command::Resume,
-        other => return fail(format!("unknown command {other}")),
+        RequestKind::Command(c) => c,
     };
     let Some(name) = &req.deployment else {
-        return fail(format!("{} needs a deployment name", req.command));
+        return fail(format!("{command:?} needs a deployment name"));
     };
     if reg.commands[name].send(command).is_err() {
         return fail(format!("deployment {name} is not running"));
@@ -133,11 +106,7 @@ fn peer_uid(stream: &UnixStream) -> Option<u32> {
 fn serve_one(stream: UnixStream, reg: &Registry) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let response = if peer_uid(&stream) != Some(0) {
-        Response {
-            ok: false,
-            error: Some("the control socket is root-only".into()),
-            deployments: vec![],
-        }
+        Response::refused("the control socket is root-only".into())
     } else {
         let mut line = String::new();
         // Requests are tiny: cap what a client can make the agent buffer.
@@ -145,40 +114,12 @@ fn serve_one(stream: UnixStream, reg: &Registry) {
         match reader.read_line(&mut line) {
             Ok(_) => match serde_json::from_str::<Request>(&line) {
                 Ok(req) => handle(reg, &req),
-                Err(e) => Response {
-                    ok: false,
-                    error: Some(format!("bad request: {e}")),
-                    deployments: vec![],
-                },
+                Err(e) => Response::refused(format!("bad request: {e}")),
             },
-            Err(e) => Response {
-                ok: false,
-                error: Some(format!("read: {e}")),
-                deployments: vec![],
-            },
+            Err(e) => Response::refused(format!("read: {e}")),
         }
     };
     let mut out = serde_json::to_vec(&response).unwrap_or_default();
     out.push(b'\n');
     let _ = (&stream).write_all(&out);
-}
-
-/// Sends a request to the agent at `socket` (the CLI side).
-pub fn request(socket: &Path, req: &Request) -> Result<Response, String> {
-    let mut stream = UnixStream::connect(socket)
-        .map_err(|e| format!("{}: cannot reach the agent: {e}", socket.display()))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
-    line.push(b'\n');
-    stream
-        .write_all(&line)
-        .map_err(|e| format!("{}: {e}", socket.display()))?;
-    let mut answer = String::new();
-    BufReader::new(std::io::Read::take(&stream, 16 * 1024 * 1024))
-        .read_line(&mut answer)
-        .map_err(|e| format!("{}: {e}", socket.display()))?;
-    serde_json::from_str(&answer)
-        .map_err(|e| format!("{}: bad answer from the agent: {e}", socket.display()))
 }

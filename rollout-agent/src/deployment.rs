@@ -1,7 +1,6 @@
 //! One deployment's reconcile loop: poll the tag, verify and fetch a new digest, load it beside
 //! the stable version, canary it step by step under analysis, and promote or roll back.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -11,13 +10,12 @@ use bpfship_registry::{Client, Reference};
 use bpfship_trust::content::Findings;
 use bpfship_trust::verify::{self as trust_verify, TrustSource, VerifyError};
 use bpfship_verifier::policy::Policy;
-use serde::Serialize;
 
-use crate::analysis::{self, AnalysisRun, ExternalSource, Outcome, Verdict, VersionSample};
+use crate::analysis::{self, AnalysisRun, ExternalSource, Outcome, Record, Verdict, VersionSample};
 use crate::audit::{AuditEvent, AuditLog};
 use crate::config::{DeploymentSpec, fleet_bucket};
 use crate::hook::{HookRuntime, Serving};
-use crate::kernel::{HookKind, LoadedProgram, sys};
+use crate::kernel::{HookKind, LoadedProgram, MapFd, health::HealthMap};
 use crate::state::{self, DeploymentState, Phase, Rejection, VersionRecord};
 use crate::store::ContentStore;
 
@@ -34,59 +32,7 @@ pub struct Context {
     pub external: Box<dyn ExternalSource + Send + Sync>,
 }
 
-/// Operator commands, from the control socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Command {
-    Promote,
-    Abort,
-    Pause,
-    Resume,
-}
-
-/// The last verification result.
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct VerificationStatus {
-    pub digest: String,
-    pub ok: bool,
-    pub detail: String,
-}
-
-/// A deployment's status, as `bpfship agent status` and the metrics show it.
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct DeploymentStatus {
-    pub name: String,
-    pub artifact: String,
-    pub hook: String,
-    pub phase: Phase,
-    pub stable: Option<String>,
-    pub canary: Option<String>,
-    pub previous: Option<String>,
-    pub canary_percent: f64,
-    pub step: Option<usize>,
-    pub steps: usize,
-    /// `flow_hash`, `random`, or why the split is not per flow.
-    pub split: String,
-    pub fleet_bucket: u32,
-    pub in_fleet_cohort: bool,
-    /// `ok`, or why the registry could not be used (the stable version keeps running).
-    pub registry: String,
-    pub message: String,
-    pub last_verification: Option<VerificationStatus>,
-    pub verifier_log: Option<String>,
-    pub stable_sample: VersionSample,
-    pub canary_sample: VersionSample,
-    pub analysis: AnalysisRun,
-    pub rollbacks: BTreeMap<String, u64>,
-    pub last_rollback_latency_us: Option<f64>,
-    /// Time from a new digest being seen to its canary being attached.
-    pub last_canary_start_ms: Option<f64>,
-    /// Cumulative per-version counters for metrics: runs and aborts per slot.
-    pub runs: [u64; 2],
-    pub aborts: [u64; 2],
-    pub program_ids: Vec<u32>,
-    pub rejected: Vec<Rejection>,
-}
+pub use bpfship_control::{Command, DeploymentStatus, VerificationStatus};
 
 fn now_unix() -> u64 {
     SystemTime::now()
@@ -106,27 +52,7 @@ fn reference_frame() -> Vec<u8> {
 
 /// Reads a version's `bpfship_health` map (key 0 good, key 1 bad) if it declares one.
 fn health_counts(prog: &LoadedProgram) -> Option<(u64, u64)> {
-    for id in sys::prog_map_ids(&prog.fd).ok()? {
-        let Ok(map) = sys::map_by_id(id) else {
-            continue;
-        };
-        let Ok(def) = sys::map_info(&map) else {
-            continue;
-        };
-        if def.name != "bpfship_health" || def.key_size != 4 || def.value_size != 8 {
-            continue;
-        }
-        let read = |k: u32| {
-            let mut v = [0u8; 8];
-            sys::map_lookup(&map, &k.to_ne_bytes(), &mut v)
-                .ok()
-                .map(|_| u64::from_ne_bytes(v))
-        };
-        let good = read(0).unwrap_or(0);
-        let bad = read(1).unwrap_or(0);
-        return Some((good, bad));
-    }
-    None
+    HealthMap::of(&prog.fd).ok()??.counts().ok()
 }
 
 /// Counter snapshot at the start of a measurement interval.
@@ -632,12 +558,10 @@ impl Deployment {
     fn check_pinned_maps(&self, report: &bpfship_verifier::ebpf::EbpfReport) -> Result<(), String> {
         for m in report.maps.iter().filter(|m| m.pinning == "by_name") {
             let path = self.hook.maps_dir().join(&m.name);
-            let Ok(fd) = sys::obj_get(&path) else {
+            let Ok(map) = MapFd::open_pinned(&path) else {
                 continue;
             };
-            let Ok(def) = sys::map_info(&fd) else {
-                continue;
-            };
+            let def = map.def();
             let pinned_type = bpfship_verifier::ebpf::map_type_name(def.map_type);
             let mut diffs = Vec::new();
             if pinned_type != m.map_type {
@@ -723,7 +647,7 @@ impl Deployment {
                 return None;
             }
             let p = p.as_ref()?;
-            sys::prog_test_run(&p.fd, &reference_frame(), 2000)
+            p.fd.test_run(&reference_frame(), 2000)
                 .ok()
                 .map(|r| f64::from(r.duration_ns))
         };

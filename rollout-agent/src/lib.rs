@@ -8,8 +8,10 @@ pub mod config;
 pub mod control;
 pub mod deployment;
 pub mod external;
-pub mod hook;
-pub mod kernel;
 pub mod metrics;
 pub mod state;
 pub mod store;
+
+/// The kernel side lives in its own crate; these paths keep the agent's modules unchanged.
+pub use bpfship_kernel as kernel;
+pub use bpfship_kernel::hook;

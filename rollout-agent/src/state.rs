@@ -26,28 +26,7 @@ impl VersionRecord {
     }
 }
 
-/// The rollout phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// Nothing deployed yet.
-    #[default]
-    Empty,
-    /// One version serves everything.
-    Stable,
-    /// A canary runs beside the stable version.
-    Canary,
-    /// A canary is held at its step by an operator or an inconclusive check.
-    Paused,
-}
-
-/// A digest the agent refused or rolled back: never retried.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rejection {
-    pub digest: String,
-    pub reason: String,
-    pub at_unix: u64,
-}
+pub use bpfship_control::{Phase, Rejection};
 
 /// Persisted per-deployment state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use bpfship_agent::kernel::{self, Dispatcher, Hook, HookKind, SplitMode, XdpMode, sys};
+use bpfship_agent::kernel::{self, Dispatcher, Hook, HookKind, LinkFd, SplitMode, XdpMode};
 
 fn pin_dir(tag: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -58,7 +58,7 @@ fn dispatcher_splits_by_share_and_flow() {
 
     // Random split: 10% of 20,000 runs.
     let frame = udp_frame(40000);
-    let run = sys::prog_test_run(&d.prog, &frame, 20_000).unwrap();
+    let run = d.prog.test_run(&frame, 20_000).unwrap();
     assert_eq!(run.retval, 2, "XDP_PASS from the versions");
     let c = d.counters().unwrap();
     assert_eq!(c.runs[0] + c.runs[1], 20_000);
@@ -74,7 +74,7 @@ fn dispatcher_splits_by_share_and_flow() {
     cfg.mode = SplitMode::FlowHash;
     d.write_config(&cfg).unwrap();
     let before = d.counters().unwrap();
-    sys::prog_test_run(&d.prog, &udp_frame(40001), 500).unwrap();
+    d.prog.test_run(&udp_frame(40001), 500).unwrap();
     let after = d.counters().unwrap();
     let moved = [
         after.runs[0] - before.runs[0],
@@ -87,7 +87,7 @@ fn dispatcher_splits_by_share_and_flow() {
     let mut canary_flows = 0u64;
     for port in 0..4000u16 {
         let b = d.counters().unwrap();
-        sys::prog_test_run(&d.prog, &udp_frame(20000 + port), 1).unwrap();
+        d.prog.test_run(&udp_frame(20000 + port), 1).unwrap();
         let a = d.counters().unwrap();
         canary_flows += a.runs[1] - b.runs[1];
     }
@@ -100,15 +100,15 @@ fn dispatcher_splits_by_share_and_flow() {
     // 0% and 100%, and an empty canary slot falls through to stable.
     d.set_canary_share(0).unwrap();
     let b = d.counters().unwrap();
-    sys::prog_test_run(&d.prog, &frame, 1000).unwrap();
+    d.prog.test_run(&frame, 1000).unwrap();
     assert_eq!(d.counters().unwrap().runs[1], b.runs[1]);
     d.set_canary_share(10_000).unwrap();
     d.clear_slot(1).unwrap();
-    let r = sys::prog_test_run(&d.prog, &frame, 100).unwrap();
+    let r = d.prog.test_run(&frame, 100).unwrap();
     assert_eq!(r.retval, 2);
     // Both slots empty: the dispatcher's own fallback verdict (XDP_PASS).
     d.clear_slot(0).unwrap();
-    assert_eq!(sys::prog_test_run(&d.prog, &frame, 10).unwrap().retval, 2);
+    assert_eq!(d.prog.test_run(&frame, 10).unwrap().retval, 2);
 }
 
 #[test]
@@ -150,16 +150,17 @@ fn hook_swap_and_pins_survive_the_process() {
     let link = kernel::attach(&hook, &v1.fd).expect("attach v1");
     // A second attach on the same hook is refused by the kernel (never two programs).
     assert!(kernel::attach(&hook, &v2.fd).is_err());
-    sys::link_update(&link, &v2.fd, Some(&v1.fd)).expect("swap to v2");
+    link.replace(&v2.fd, &v1.fd).expect("swap to v2");
     // Replacing with the wrong expected program fails: no blind swaps.
-    assert!(sys::link_update(&link, &v1.fd, Some(&v1.fd)).is_err());
-    sys::obj_pin(&link, &pins.path().join("link")).unwrap();
+    assert!(link.replace(&v1.fd, &v1.fd).is_err());
+    link.pin(&pins.path().join("link")).unwrap();
     v2.pin(&pins.path().join("v2prog")).unwrap();
     drop(link);
     drop(v2);
     let reopened = kernel::LoadedProgram::open_pinned(&pins.path().join("v2prog")).unwrap();
-    let link = sys::obj_get(&pins.path().join("link")).unwrap();
-    sys::link_update(&link, &v1.fd, Some(&reopened.fd)).expect("the pinned link still runs v2");
+    let link = LinkFd::open_pinned(&pins.path().join("link")).unwrap();
+    link.replace(&v1.fd, &reopened.fd)
+        .expect("the pinned link still runs v2");
     std::fs::remove_file(pins.path().join("link")).unwrap();
     std::fs::remove_file(pins.path().join("v2prog")).unwrap();
 }
@@ -182,7 +183,7 @@ fn tc_sections_are_renamed_and_split_on_tcx() {
     d.set_slot(0, &a.fd).unwrap();
     d.set_slot(1, &b.fd).unwrap();
     d.set_canary_share(5000).unwrap();
-    sys::prog_test_run(&d.prog, &udp_frame(1234), 10_000).unwrap();
+    d.prog.test_run(&udp_frame(1234), 10_000).unwrap();
     let c = d.counters().unwrap();
     assert_eq!(c.runs[0] + c.runs[1], 10_000);
     assert!(z_score(c.runs[1], 10_000, 0.5).abs() < 5.0, "{c:?}");
@@ -202,7 +203,41 @@ fn tc_sections_are_renamed_and_split_on_tcx() {
         }
         Err(e) => panic!("tcx attach: {e}"),
     };
-    assert_eq!(sys::link_prog_id(&link).unwrap(), d.prog_id);
-    sys::link_update(&link, &a.fd, Some(&d.prog)).expect("swap to the version");
-    assert_eq!(sys::link_prog_id(&link).unwrap(), a.id);
+    assert_eq!(link.program_id().unwrap(), d.prog_id);
+    link.replace(&a.fd, &d.prog).expect("swap to the version");
+    assert_eq!(link.program_id().unwrap(), a.id);
+}
+
+/// A signed version may declare a per-CPU `bpfship_health` map: the agent refuses to load it
+/// (before reading it) instead of reading 8 × CPUs bytes into an 8-byte value.
+#[test]
+fn per_cpu_health_map_is_refused() {
+    if !common::can_use_kernel("per_cpu_health_map_is_refused") {
+        return;
+    }
+    let pins = pin_dir("kd-percpu");
+    let hook = Hook::Xdp {
+        interface: "lo".into(),
+        mode: XdpMode::Generic,
+    };
+    let runtime = bpfship_agent::hook::HookRuntime::adopt(
+        hook,
+        pins.path().join("d"),
+        SplitMode::Random,
+        1,
+        [None, None, None],
+    )
+    .unwrap();
+    let err = runtime
+        .load(&common::object("percpu_health"), "filter", "v-percpu")
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the version's bpfship_health map does not follow the health convention (array, u32 keys, u64 values): map bpfship_health is a percpu_array map, not array"
+    );
+    assert!(!pins.path().join("d/v-percpu").exists(), "nothing pinned");
+    // A conforming version loads.
+    runtime
+        .load(&common::object("v1"), "filter", "v-good")
+        .unwrap();
 }

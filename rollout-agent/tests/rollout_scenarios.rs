@@ -222,14 +222,11 @@ fn xdp_rollout_story() {
     // adopts the pins, resumes, never attaches twice, and promotes.
     let edge_pins = h.pin_root.join("edge");
     let hook_prog = || {
-        use bpfship_agent::kernel::sys;
+        use bpfship_agent::kernel::{LinkFd, ProgramFd};
         let dir = &edge_pins;
-        let link = sys::obj_get(&dir.join("link")).unwrap();
-        let dispatcher = sys::obj_get(&dir.join("dispatcher")).unwrap();
-        (
-            sys::link_prog_id(&link).unwrap(),
-            sys::prog_info(&dispatcher).unwrap().id,
-        )
+        let link = LinkFd::open_pinned(&dir.join("link")).unwrap();
+        let dispatcher = ProgramFd::open_pinned(&dir.join("dispatcher")).unwrap();
+        (link.program_id().unwrap(), dispatcher.info().unwrap().id)
     };
     let (running, dispatcher) = hook_prog();
     assert_eq!(
@@ -252,12 +249,12 @@ fn xdp_rollout_story() {
     // hand, exactly as the agent does it) but the state file still says canary.
     h.kill_agent();
     {
-        use bpfship_agent::kernel::sys;
+        use bpfship_agent::kernel::{LinkFd, ProgramFd};
         let dir = h.pin_root.join("edge");
-        let link = sys::obj_get(&dir.join("link")).unwrap();
-        let dispatcher = sys::obj_get(&dir.join("dispatcher")).unwrap();
-        let v6 = sys::obj_get(&h.version_pin("edge", &d6)).unwrap();
-        sys::link_update(&link, &v6, Some(&dispatcher)).unwrap();
+        let link = LinkFd::open_pinned(&dir.join("link")).unwrap();
+        let dispatcher = ProgramFd::open_pinned(&dir.join("dispatcher")).unwrap();
+        let v6 = ProgramFd::open_pinned(&h.version_pin("edge", &d6)).unwrap();
+        link.replace(&v6, &dispatcher).unwrap();
     }
     send_all_received(&veth, &rx, 1000, 100);
     h.start_agent();
@@ -581,11 +578,11 @@ max = 0.0
     assert_eq!(s["canary_percent"], 100.0);
     let pin = h.version_pin("frags", &d8);
     {
-        use bpfship_agent::kernel::sys;
-        let link = sys::obj_get(&h.pin_root.join("frags/link")).unwrap();
-        let v8 = sys::prog_info(&sys::obj_get(&pin).unwrap()).unwrap().id;
+        use bpfship_agent::kernel::{LinkFd, ProgramFd};
+        let link = LinkFd::open_pinned(&h.pin_root.join("frags/link")).unwrap();
+        let v8 = ProgramFd::open_pinned(&pin).unwrap().info().unwrap().id;
         assert_eq!(
-            sys::link_prog_id(&link).unwrap(),
+            link.program_id().unwrap(),
             v8,
             "the canary runs at the hook itself"
         );

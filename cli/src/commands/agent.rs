@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use bpfship_agent::control::{Request, request};
+use bpfship_control::{Command, DeploymentStatus, Request, RequestKind, request};
 
 use crate::exit::{CmdResult, Failure};
 use crate::output::{OutputFormat, print_json};
@@ -34,20 +34,22 @@ enum Action {
 
 pub fn run(args: Args, out: OutputFormat) -> CmdResult {
     let (command, deployment) = match args.action {
-        Action::Status { deployment } => ("status", deployment),
-        Action::Promote { deployment } => ("promote", Some(deployment)),
-        Action::Abort { deployment } => ("abort", Some(deployment)),
-        Action::Pause { deployment } => ("pause", Some(deployment)),
-        Action::Resume { deployment } => ("resume", Some(deployment)),
+        Action::Status { deployment } => (RequestKind::Status, deployment),
+        Action::Promote { deployment } => {
+            (RequestKind::Command(Command::Promote), Some(deployment))
+        }
+        Action::Abort { deployment } => (RequestKind::Command(Command::Abort), Some(deployment)),
+        Action::Pause { deployment } => (RequestKind::Command(Command::Pause), Some(deployment)),
+        Action::Resume { deployment } => (RequestKind::Command(Command::Resume), Some(deployment)),
     };
     let response = request(
         &args.socket,
         &Request {
-            command: command.into(),
+            command,
             deployment,
         },
     )
-    .map_err(|e| Failure::Error(anyhow::anyhow!(e)))?;
+    .map_err(|e| Failure::Error(e.into()))?;
     if !response.ok {
         return Err(Failure::Rejected(anyhow::anyhow!(
             "{}",
@@ -60,51 +62,46 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
         OutputFormat::Json => {
             print_json(&serde_json::json!({ "deployments": response.deployments }))?
         }
-        _ => {
-            for d in &response.deployments {
-                let s = |k: &str| d[k].as_str().unwrap_or("-").to_string();
-                println!("{} ({})", s("name"), s("hook"));
-                println!("  artifact:  {}", s("artifact"));
-                println!("  phase:     {}", s("phase"));
-                println!("  stable:    {}", s("stable"));
-                if !d["canary"].is_null() {
-                    println!(
-                        "  canary:    {} at {}% (step {} of {}, split {})",
-                        s("canary"),
-                        d["canary_percent"],
-                        d["step"].as_u64().map_or(0, |x| x + 1),
-                        d["steps"],
-                        s("split")
-                    );
-                }
-                if !d["previous"].is_null() {
-                    println!("  previous:  {} (kept for rollback)", s("previous"));
-                }
-                println!("  registry:  {}", s("registry"));
-                if let Some(v) = d["last_verification"].as_object() {
-                    println!(
-                        "  verified:  {} {} — {}",
-                        v["digest"].as_str().unwrap_or("-"),
-                        if v["ok"] == true { "ok" } else { "REFUSED" },
-                        v["detail"].as_str().unwrap_or("")
-                    );
-                }
-                for r in d["rejected"].as_array().into_iter().flatten() {
-                    println!(
-                        "  rejected:  {} — {}",
-                        r["digest"].as_str().unwrap_or("-"),
-                        r["reason"].as_str().unwrap_or("")
-                    );
-                }
-                if let Some(log) = d["verifier_log"].as_str() {
-                    println!("  verifier log (tail):");
-                    for l in log.lines() {
-                        println!("    {l}");
-                    }
-                }
-                println!("  message:   {}", s("message"));
-            }
-        }
+        _ => response.deployments.iter().for_each(print_status),
     }
     Ok(())
+}
+
+fn print_status(d: &DeploymentStatus) {
+    let or_dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
+    println!("{} ({})", d.name, d.hook);
+    println!("  artifact:  {}", d.artifact);
+    println!("  phase:     {}", d.phase.as_str());
+    println!("  stable:    {}", or_dash(&d.stable));
+    if let Some(canary) = &d.canary {
+        println!(
+            "  canary:    {canary} at {}% (step {} of {}, split {})",
+            d.canary_percent,
+            d.step.map_or(0, |x| x + 1),
+            d.steps,
+            d.split
+        );
+    }
+    if let Some(previous) = &d.previous {
+        println!("  previous:  {previous} (kept for rollback)");
+    }
+    println!("  registry:  {}", d.registry);
+    if let Some(v) = &d.last_verification {
+        println!(
+            "  verified:  {} {} — {}",
+            v.digest,
+            if v.ok { "ok" } else { "REFUSED" },
+            v.detail
+        );
+    }
+    for r in &d.rejected {
+        println!("  rejected:  {} — {}", r.digest, r.reason);
+    }
+    if let Some(log) = &d.verifier_log {
+        println!("  verifier log (tail):");
+        for l in log.lines() {
+            println!("    {l}");
+        }
+    }
+    println!("  message:   {}", d.message);
 }

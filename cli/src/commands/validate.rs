@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::exit::{CmdResult, Failure};
 use crate::input_file::InputFile;
 use crate::output::{OutputFormat, print_json};
-use bpfship_agent::kernel::probe::{KernelVerdict, ProgramVerdict, probe_object};
+use bpfship_kernel::probe::{KernelVerdict, ProgramVerdict, probe_object};
 use bpfship_trust::content::Findings;
 use bpfship_trust::content::{Inspection, inspect_with};
 use bpfship_verifier::digest::ReportDigest;
@@ -90,7 +90,7 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
         },
     };
     if args.kernel {
-        bpfship_agent::kernel::bpf_available()
+        bpfship_kernel::bpf_available()
             .map_err(|e| anyhow::anyhow!("--kernel needs root (or CAP_BPF): {e}"))?;
     }
     let results = validate_all(&args.files, policy.as_ref(), detail, args.kernel);

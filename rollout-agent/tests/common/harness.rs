@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bpfship_agent::control::{Request, request};
+use bpfship_agent::control::{Request, RequestKind, request};
 use bpfship_registry::testing::TestRegistry;
 use bpfship_registry::{Client, ClientOptions, Reference};
 use bpfship_trust::sign::{SignatureFormat, sign_descriptor};
@@ -154,7 +154,7 @@ impl Harness {
             request(
                 &h.socket,
                 &Request {
-                    command: "status".into(),
+                    command: RequestKind::Status,
                     deployment: None,
                 },
             )
@@ -200,20 +200,26 @@ impl Harness {
         command: &str,
         deployment: Option<&str>,
     ) -> Result<serde_json::Value, String> {
+        let command = serde_json::from_value(serde_json::Value::from(command))
+            .map_err(|e| format!("{command}: {e}"))?;
         let r = request(
             &self.socket,
             &Request {
-                command: command.into(),
+                command,
                 deployment: deployment.map(str::to_owned),
             },
-        )?;
+        )
+        .map_err(|e| e.to_string())?;
         if !r.ok {
             return Err(r.error.unwrap_or_default());
         }
-        r.deployments
+        let first = r
+            .deployments
             .into_iter()
             .next()
-            .ok_or_else(|| "no deployments".to_string())
+            .ok_or_else(|| "no deployments".to_string())?;
+        // The scenarios read the status as the JSON `bpfship agent status --output json` prints.
+        serde_json::to_value(first).map_err(|e| e.to_string())
     }
 
     pub fn status(&self) -> Option<serde_json::Value> {
@@ -285,29 +291,21 @@ impl Drop for Harness {
 
 /// Loaded programs whose kernel name is `name`.
 pub fn programs_named(name: &str) -> Vec<u32> {
-    use bpfship_agent::kernel::sys;
-    sys::loaded_prog_ids()
+    use bpfship_agent::kernel::{ProgramFd, loaded_program_ids};
+    loaded_program_ids()
         .into_iter()
         .filter(|id| {
-            sys::prog_by_id(*id)
-                .ok()
-                .and_then(|fd| sys::prog_info(&fd).ok())
-                .is_some_and(|i| i.name == name)
+            ProgramFd::by_id(*id)
+                .and_then(|fd| fd.info())
+                .is_ok_and(|i| i.name == name)
         })
         .collect()
 }
 
 /// The good-events counter (`bpfship_health` key 0) of the program pinned at `pin`.
 pub fn good_events(pin: &Path) -> u64 {
-    use bpfship_agent::kernel::sys;
-    let fd = sys::obj_get(pin).expect("version pinned");
-    for id in sys::prog_map_ids(&fd).unwrap() {
-        let map = sys::map_by_id(id).unwrap();
-        if sys::map_info(&map).unwrap().name == "bpfship_health" {
-            let mut v = [0u8; 8];
-            sys::map_lookup(&map, &0u32.to_ne_bytes(), &mut v).unwrap();
-            return u64::from_ne_bytes(v);
-        }
-    }
-    panic!("no bpfship_health map");
+    use bpfship_agent::kernel::{ProgramFd, health::HealthMap};
+    let fd = ProgramFd::open_pinned(pin).expect("version pinned");
+    let health = HealthMap::of(&fd).unwrap().expect("a bpfship_health map");
+    health.counts().unwrap().0
 }

@@ -1,12 +1,11 @@
 //! uprobes: the file offset of a function in an ELF executable or library, and a perf-event link
 //! that runs a program at its entry in every process.
 
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 use object::{Object, ObjectSection, ObjectSymbol};
 
-use super::{KernelError, sys};
+use crate::{KernelError, LinkFd, ProgramFd};
 
 /// The file offset of `symbol`'s entry in the ELF file at `binary` (symbol table, then the
 /// dynamic symbol table).
@@ -45,7 +44,7 @@ fn uprobe_pmu_type() -> Result<u32, KernelError> {
 }
 
 /// Attaches `prog` (a kprobe-type program) at the entry of `symbol` in `binary`.
-pub fn attach(binary: &Path, symbol: &str, prog: &impl AsRawFd) -> Result<OwnedFd, KernelError> {
+pub fn attach(binary: &Path, symbol: &str, prog: &ProgramFd) -> Result<LinkFd, KernelError> {
     let offset = symbol_offset(binary, symbol)?;
     let path = std::ffi::CString::new(binary.as_os_str().as_encoded_bytes())
         .map_err(|_| KernelError::Object("binary path contains a NUL byte".into()))?;
@@ -56,12 +55,7 @@ pub fn attach(binary: &Path, symbol: &str, prog: &impl AsRawFd) -> Result<OwnedF
     let perf = super::perf_event_open(&attr)?;
     // `path` must outlive the syscall above; the link keeps its own reference to the event.
     drop(path);
-    Ok(sys::link_create(
-        prog,
-        perf.as_raw_fd() as u32,
-        sys::ATTACH_PERF_EVENT,
-        0,
-    )?)
+    crate::link_perf_event(prog, &perf)
 }
 
 #[cfg(test)]
@@ -72,7 +66,10 @@ mod tests {
     fn finds_a_libc_function() {
         let libc = Path::new("/lib/x86_64-linux-gnu/libc.so.6");
         if !libc.exists() {
-            eprintln!("SKIP finds_a_libc_function: no {}", libc.display());
+            bpfship_test_support::skip(bpfship_test_support::Missing::Setup(format!(
+                "no {}",
+                libc.display()
+            )));
             return;
         }
         let off = symbol_offset(libc, "getpid").unwrap();

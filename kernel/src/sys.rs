@@ -28,7 +28,6 @@ const BPF_LINK_DETACH: u32 = 34;
 const BPF_F_REPLACE: u32 = 1 << 2;
 
 /// Kernel program types the agent handles (`enum bpf_prog_type`).
-pub const PROG_TYPE_SOCKET_FILTER: u32 = 1;
 pub const PROG_TYPE_KPROBE: u32 = 2;
 pub const PROG_TYPE_SCHED_CLS: u32 = 3;
 pub const PROG_TYPE_TRACEPOINT: u32 = 5;

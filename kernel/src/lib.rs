@@ -1,17 +1,30 @@
-//! Everything the agent does in the kernel: load a version (aya), the canary dispatcher, hook
-//! links (XDP, tcx, tracepoints), pins, statistics. No policy and no network here.
+//! bpfship-kernel: everything bpfship does in the kernel. Loading a version (aya, after the
+//! section renamer), the canary dispatcher and its assembler, hook links (XDP, tcx,
+//! tracepoints, uprobes), pins, statistics, and `validate --kernel`'s probe. No policy and no
+//! network here.
+//!
+//! The raw `bpf(2)` layer is private: callers get typed descriptors ([`ProgramFd`],
+//! [`MapFd`], [`LinkFd`]) and typed map handles ([`maps`]) that check a map's type, key size
+//! and value size before any lookup.
 
 pub mod asm;
 pub mod dispatcher;
+pub mod fd;
+pub mod health;
+pub mod hook;
+pub mod maps;
 pub mod probe;
 pub mod rename;
-pub mod sys;
+mod sys;
 pub mod uprobe;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 pub use dispatcher::{DispatchConfig, Dispatcher, HookKind, SlotCounters, SplitMode};
+pub use fd::{LinkFd, MapFd, ProgramFd, StatsGuard, loaded_program_ids};
+pub use maps::MapShapeError;
+pub use sys::{ProgLoadError, SysError};
 
 /// A kernel-side failure, with what the agent was doing.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +55,12 @@ pub enum KernelError {
     NoSuchTracepoint(String),
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
+    #[error("{}: what is pinned there is not a {kind}", path.display())]
+    NotA { path: PathBuf, kind: &'static str },
+    #[error(transparent)]
+    MapShape(#[from] MapShapeError),
+    #[error(transparent)]
+    HealthMap(health::NotHealthMap),
 }
 
 impl KernelError {
@@ -58,7 +77,7 @@ impl KernelError {
 /// One version's program, loaded and verified by the kernel, not attached.
 #[derive(Debug)]
 pub struct LoadedProgram {
-    pub fd: OwnedFd,
+    pub fd: ProgramFd,
     pub id: u32,
     /// Sections renamed so aya could load the object (`tc` → `classifier`…).
     pub renamed: Vec<rename::Renamed>,
@@ -67,8 +86,8 @@ pub struct LoadedProgram {
 impl LoadedProgram {
     /// Opens a program pinned at `path`.
     pub fn open_pinned(path: &Path) -> Result<Self, KernelError> {
-        let fd = sys::obj_get(path)?;
-        let id = sys::prog_info(&fd)?.id;
+        let fd = ProgramFd::open_pinned(path)?;
+        let id = fd.info()?.id;
         Ok(LoadedProgram {
             fd,
             id,
@@ -78,12 +97,12 @@ impl LoadedProgram {
 
     /// Pins the program at `path` (replacing nothing: the path must be free).
     pub fn pin(&self, path: &Path) -> Result<(), KernelError> {
-        Ok(sys::obj_pin(&self.fd, path)?)
+        self.fd.pin(path)
     }
 
     /// Kernel statistics for the program (meaningful while stats are enabled).
-    pub fn info(&self) -> Result<sys::ProgInfo, KernelError> {
-        Ok(sys::prog_info(&self.fd)?)
+    pub fn info(&self) -> Result<fd::ProgInfo, KernelError> {
+        self.fd.info()
     }
 }
 
@@ -149,7 +168,8 @@ pub fn load_program(
             });
         }
     };
-    let id = sys::prog_info(&fd)?.id;
+    let fd = ProgramFd::from_owned(fd);
+    let id = fd.info()?.id;
     // Dropping `ebpf` releases aya's references; the duplicated fd keeps the program and its
     // maps alive.
     Ok(LoadedProgram { fd, id, renamed })
@@ -256,20 +276,15 @@ fn ifindex(name: &str) -> Result<u32, KernelError> {
 const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 
-/// Attaches `prog` at `hook` with a kernel link; the returned fd is the link.
-pub fn attach(hook: &Hook, prog: &impl AsRawFd) -> Result<OwnedFd, KernelError> {
+/// Attaches `prog` at `hook` with a kernel link.
+pub fn attach(hook: &Hook, prog: &ProgramFd) -> Result<LinkFd, KernelError> {
     match hook {
         Hook::Xdp { interface, mode } => {
             let flags = match mode {
                 XdpMode::Generic => XDP_FLAGS_SKB_MODE,
                 XdpMode::Driver => XDP_FLAGS_DRV_MODE,
             };
-            Ok(sys::link_create(
-                prog,
-                ifindex(interface)?,
-                sys::ATTACH_XDP,
-                flags,
-            )?)
+            link_create(prog, ifindex(interface)?, sys::ATTACH_XDP, flags)
         }
         Hook::Tc {
             interface,
@@ -279,28 +294,42 @@ pub fn attach(hook: &Hook, prog: &impl AsRawFd) -> Result<OwnedFd, KernelError> 
                 TcDirection::Ingress => sys::ATTACH_TCX_INGRESS,
                 TcDirection::Egress => sys::ATTACH_TCX_EGRESS,
             };
-            Ok(sys::link_create(prog, ifindex(interface)?, t, 0)?)
+            link_create(prog, ifindex(interface)?, t, 0)
         }
         Hook::Tracepoint { category, name } => attach_tracepoint(category, name, prog),
         Hook::Uprobe { binary, symbol } => uprobe::attach(Path::new(binary), symbol, prog),
     }
 }
 
+fn link_create(
+    prog: &ProgramFd,
+    target: u32,
+    attach_type: u32,
+    flags: u32,
+) -> Result<LinkFd, KernelError> {
+    Ok(LinkFd::from_owned(sys::link_create(
+        prog,
+        target,
+        attach_type,
+        flags,
+    )?))
+}
+
+/// Attaches `prog` to the perf event `perf` (tracepoints, uprobes); the link keeps its own
+/// reference to the event.
+fn link_perf_event(prog: &ProgramFd, perf: &OwnedFd) -> Result<LinkFd, KernelError> {
+    link_create(prog, perf.as_raw_fd() as u32, sys::ATTACH_PERF_EVENT, 0)
+}
+
 /// Attaches a tracepoint program through a perf event link.
 pub fn attach_tracepoint(
     category: &str,
     name: &str,
-    prog: &impl AsRawFd,
-) -> Result<OwnedFd, KernelError> {
+    prog: &ProgramFd,
+) -> Result<LinkFd, KernelError> {
     let id = tracepoint_id(category, name)?;
     let perf = perf_event_open_tracepoint(id)?;
-    // The link keeps its own reference to the perf event.
-    Ok(sys::link_create(
-        prog,
-        perf.as_raw_fd() as u32,
-        sys::ATTACH_PERF_EVENT,
-        0,
-    )?)
+    link_perf_event(prog, &perf)
 }
 
 fn tracepoint_id(category: &str, name: &str) -> Result<u64, KernelError> {
@@ -357,7 +386,7 @@ pub(crate) fn perf_event_open(attr: &[u64; 16]) -> Result<OwnedFd, KernelError> 
 }
 
 /// Attaches the dispatcher's XDP exception tracker to `xdp:xdp_exception`.
-pub fn attach_abort_tracker(dispatcher: &Dispatcher) -> Result<Option<OwnedFd>, KernelError> {
+pub fn attach_abort_tracker(dispatcher: &Dispatcher) -> Result<Option<LinkFd>, KernelError> {
     match dispatcher.tracker() {
         Some(t) => attach_tracepoint("xdp", "xdp_exception", t).map(Some),
         None => Ok(None),
@@ -366,7 +395,7 @@ pub fn attach_abort_tracker(dispatcher: &Dispatcher) -> Result<Option<OwnedFd>, 
 
 /// Whether this process can use BPF at all (root, or CAP_BPF + CAP_NET_ADMIN).
 pub fn bpf_available() -> Result<(), String> {
-    match sys::map_create(sys::MAP_TYPE_ARRAY, 4, 4, 1, "bpfship_probe") {
+    match maps::Array::<u32>::create("bpfship_probe", 1) {
         Ok(_) => Ok(()),
         Err(e) => Err(e.to_string()),
     }

@@ -2,11 +2,13 @@
 //! every transition as one atomic kernel operation, pinned under the deployment's own bpffs
 //! directory so a restarted agent adopts exactly what it left.
 
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::kernel::{self, Dispatcher, Hook, HookKind, KernelError, LoadedProgram, SplitMode, sys};
+use crate::{
+    Dispatcher, Hook, HookKind, KernelError, LinkFd, LoadedProgram, ProgramFd, SplitMode,
+    StatsGuard,
+};
 
 const PIN_LINK: &str = "link";
 const PIN_TRACKER_LINK: &str = "abort_tracker_link";
@@ -30,9 +32,9 @@ pub enum Serving {
 pub struct HookRuntime {
     pub hook: Hook,
     pub pins: PathBuf,
-    link: Option<OwnedFd>,
+    link: Option<LinkFd>,
     dispatcher: Option<Dispatcher>,
-    tracker_link: Option<OwnedFd>,
+    tracker_link: Option<LinkFd>,
     pub stable: Option<LoadedProgram>,
     pub canary: Option<LoadedProgram>,
     pub previous: Option<LoadedProgram>,
@@ -43,7 +45,7 @@ pub struct HookRuntime {
     pub whole_host: bool,
     /// Keeps `BPF_ENABLE_STATS` on while a whole-host canary runs (its run count is its
     /// event count).
-    stats: Option<OwnedFd>,
+    stats: Option<StatsGuard>,
 }
 
 /// How a canary was put in place.
@@ -53,11 +55,6 @@ pub enum CanarySplit {
     Dispatcher,
     /// At the hook for the whole host, with the reason the dispatcher could not split.
     WholeHost(String),
-}
-
-/// A second descriptor for a kernel object, to hold across a borrow of the runtime.
-fn clone_fd(fd: &OwnedFd, what: &str) -> Result<OwnedFd, KernelError> {
-    fd.try_clone().map_err(|e| KernelError::Io(what.into(), e))
 }
 
 fn remove_pin(path: &Path) {
@@ -85,12 +82,12 @@ impl HookRuntime {
             }
         };
         let link = if pins.join(PIN_LINK).exists() {
-            Some(sys::obj_get(&pins.join(PIN_LINK))?)
+            Some(LinkFd::open_pinned(&pins.join(PIN_LINK))?)
         } else {
             None
         };
         let tracker_link = if pins.join(PIN_TRACKER_LINK).exists() {
-            Some(sys::obj_get(&pins.join(PIN_TRACKER_LINK))?)
+            Some(LinkFd::open_pinned(&pins.join(PIN_TRACKER_LINK))?)
         } else {
             None
         };
@@ -127,7 +124,9 @@ impl HookRuntime {
         program: &str,
         pin_name: &str,
     ) -> Result<LoadedProgram, KernelError> {
-        let prog = kernel::load_program(elf, program, self.hook.kind(), &self.maps_dir())?;
+        let prog = crate::load_program(elf, program, self.hook.kind(), &self.maps_dir())?;
+        // A `bpfship_health` map of another shape is refused before anything reads it.
+        crate::health::HealthMap::of(&prog.fd)?;
         remove_pin(&self.pins.join(pin_name));
         prog.pin(&self.pins.join(pin_name))?;
         Ok(prog)
@@ -138,7 +137,7 @@ impl HookRuntime {
         let Some(link) = &self.link else {
             return Serving::Nothing;
         };
-        let Ok(id) = sys::link_prog_id(link) else {
+        let Ok(id) = link.program_id() else {
             return Serving::Nothing;
         };
         let is = |p: &Option<LoadedProgram>| p.as_ref().is_some_and(|p| p.id == id);
@@ -170,19 +169,19 @@ impl HookRuntime {
         }
         if self.tracker_link.is_none()
             && let Some(d) = &self.dispatcher
-            && let Some(link) = kernel::attach_abort_tracker(d)?
+            && let Some(link) = crate::attach_abort_tracker(d)?
         {
             remove_pin(&self.pins.join(PIN_TRACKER_LINK));
-            sys::obj_pin(&link, &self.pins.join(PIN_TRACKER_LINK))?;
+            link.pin(&self.pins.join(PIN_TRACKER_LINK))?;
             self.tracker_link = Some(link);
         }
         Ok(self.dispatcher.as_ref().expect("created above"))
     }
 
-    fn attach_new_link(&mut self, prog: &OwnedFd) -> Result<(), KernelError> {
-        let link = kernel::attach(&self.hook, prog)?;
+    fn attach_new_link(&mut self, prog: &ProgramFd) -> Result<(), KernelError> {
+        let link = crate::attach(&self.hook, prog)?;
         remove_pin(&self.pins.join(PIN_LINK));
-        sys::obj_pin(&link, &self.pins.join(PIN_LINK))?;
+        link.pin(&self.pins.join(PIN_LINK))?;
         self.link = Some(link);
         Ok(())
     }
@@ -195,7 +194,7 @@ impl HookRuntime {
             d.set_slot(0, &prog.fd)?;
             d.set_canary_share(0)?;
             d.clear_slot(1)?;
-            let dfd = clone_fd(&d.prog, "dispatcher")?;
+            let dfd = d.prog.try_clone()?;
             if self.link.is_none() {
                 self.attach_new_link(&dfd)?;
             }
@@ -204,9 +203,8 @@ impl HookRuntime {
                 Serving::Nothing => self.attach_new_link(&prog.fd)?,
                 _ => {
                     let link = self.link.as_ref().expect("serving something");
-                    let current = sys::link_prog_id(link)?;
-                    let cur_fd = sys::prog_by_id(current)?;
-                    sys::link_update(link, &prog.fd, Some(&cur_fd))?;
+                    let current = ProgramFd::by_id(link.program_id()?)?;
+                    link.replace(&prog.fd, &current)?;
                 }
             }
             if let Some(d) = &self.dispatcher {
@@ -220,7 +218,7 @@ impl HookRuntime {
     /// Puts `canary` beside the stable version behind the dispatcher, at 0% until the first step.
     pub fn start_canary(&mut self, canary: LoadedProgram) -> Result<CanarySplit, KernelError> {
         let stable_fd = match &self.stable {
-            Some(s) => clone_fd(&s.fd, "stable")?,
+            Some(s) => s.fd.try_clone()?,
             None => {
                 return Err(KernelError::Object(
                     "no stable version to canary against".into(),
@@ -242,7 +240,7 @@ impl HookRuntime {
             d.clear_slot(1)?;
             return self.start_whole_host(canary, &stable_fd);
         }
-        let (dfd, did) = (clone_fd(&d.prog, "dispatcher")?, d.prog_id);
+        let (dfd, did) = (d.prog.try_clone()?, d.prog_id);
         d.set_attached(did)?;
         self.canary = Some(canary);
         if !self.dispatcher_always() {
@@ -251,7 +249,7 @@ impl HookRuntime {
                 Serving::Nothing => self.attach_new_link(&dfd)?,
                 _ => {
                     let link = self.link.as_ref().expect("serving something");
-                    sys::link_update(link, &dfd, Some(&stable_fd))?;
+                    link.replace(&dfd, &stable_fd)?;
                 }
             }
         }
@@ -262,14 +260,14 @@ impl HookRuntime {
     fn start_whole_host(
         &mut self,
         canary: LoadedProgram,
-        stable_fd: &OwnedFd,
+        stable_fd: &ProgramFd,
     ) -> Result<CanarySplit, KernelError> {
-        self.stats = Some(sys::enable_stats()?);
+        self.stats = Some(StatsGuard::enable()?);
         let link = self
             .link
             .as_ref()
             .ok_or_else(|| KernelError::Object("nothing attached".into()))?;
-        sys::link_update(link, &canary.fd, Some(stable_fd))?;
+        link.replace(&canary.fd, stable_fd)?;
         if let Some(d) = &self.dispatcher {
             d.set_attached(canary.id)?;
         }
@@ -283,7 +281,7 @@ impl HookRuntime {
 
     /// After a restart: the recorded whole-host canary is at the hook; keep measuring it.
     pub fn resume_whole_host(&mut self) -> Result<(), KernelError> {
-        self.stats = Some(sys::enable_stats()?);
+        self.stats = Some(StatsGuard::enable()?);
         self.whole_host = true;
         Ok(())
     }
@@ -304,7 +302,7 @@ impl HookRuntime {
             if let (Some(link), Some(stable), Some(canary)) =
                 (&self.link, &self.stable, &self.canary)
             {
-                sys::link_update(link, &stable.fd, Some(&canary.fd))?;
+                link.replace(&stable.fd, &canary.fd)?;
                 if let Some(d) = &self.dispatcher {
                     d.set_attached(stable.id)?;
                 }
@@ -324,7 +322,7 @@ impl HookRuntime {
             && let (Some(link), Some(stable), Some(d)) =
                 (&self.link, &self.stable, &self.dispatcher)
         {
-            sys::link_update(link, &stable.fd, Some(&d.prog))?;
+            link.replace(&stable.fd, &d.prog)?;
             d.set_attached(stable.id)?;
         }
         if let Some(d) = &self.dispatcher {
@@ -358,14 +356,14 @@ impl HookRuntime {
             d.set_canary_share(0)?;
             d.clear_slot(1)?;
         } else {
-            let dfd = clone_fd(&d.prog, "dispatcher")?;
+            let dfd = d.prog.try_clone()?;
             d.set_attached(canary.id)?;
             match self.serving() {
                 Serving::Canary => {}
                 Serving::Nothing => self.attach_new_link(&canary.fd)?,
                 _ => {
                     let link = self.link.as_ref().expect("serving something");
-                    sys::link_update(link, &canary.fd, Some(&dfd))?;
+                    link.replace(&canary.fd, &dfd)?;
                 }
             }
             if let Some(d) = &self.dispatcher {
@@ -389,7 +387,7 @@ impl HookRuntime {
                 d.set_slot(0, &prev.fd)?;
             }
         } else if let Some(link) = &self.link {
-            sys::link_update(link, &prev.fd, Some(&cur.fd))?;
+            link.replace(&prev.fd, &cur.fd)?;
             if let Some(d) = &self.dispatcher {
                 d.set_attached(prev.id)?;
                 d.set_slot(0, &prev.fd)?;
@@ -401,7 +399,7 @@ impl HookRuntime {
     }
 
     /// Events and aborts per slot since the dispatcher was created (zero without one).
-    pub fn counters(&self) -> kernel::SlotCounters {
+    pub fn counters(&self) -> crate::SlotCounters {
         self.dispatcher
             .as_ref()
             .and_then(|d| d.counters().ok())
@@ -435,11 +433,10 @@ impl HookRuntime {
 
     /// Detaches everything and removes the deployment's pins (deployment removed from config).
     pub fn remove_all(pins: &Path) {
-        if let Ok(link) = sys::obj_get(&pins.join(PIN_LINK)) {
-            let _ = sys::link_detach(&link);
-        }
-        if let Ok(link) = sys::obj_get(&pins.join(PIN_TRACKER_LINK)) {
-            let _ = sys::link_detach(&link);
+        for pin in [PIN_LINK, PIN_TRACKER_LINK] {
+            if let Ok(link) = LinkFd::open_pinned(&pins.join(pin)) {
+                let _ = link.detach();
+            }
         }
         let _ = std::fs::remove_dir_all(pins);
     }

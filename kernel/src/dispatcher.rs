@@ -10,20 +10,23 @@
 //! * `stats` (per-CPU array, 1 × 40 bytes): runs per slot, aborts per slot, last slot chosen
 //!   on this CPU (read by the exception tracker, which runs on the same CPU right after).
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use super::KernelError;
-use super::asm::{Asm, Cond, Op, Reg, Size};
-use super::sys;
+use crate::asm::{Asm, Cond, Op, Reg, Size};
+use crate::fd::{MapFd, ProgramFd};
+use crate::maps::{Array, PerCpuArray, ProgArray};
+use crate::{KernelError, sys};
 
 const HELPER_MAP_LOOKUP: i32 = 1;
 const HELPER_PRANDOM: i32 = 7;
 const HELPER_TAIL_CALL: i32 = 12;
 const HELPER_HASH_RECALC: i32 = 34;
 
-const STATS_VALUE_SIZE: usize = 40;
-const CONFIG_VALUE_SIZE: usize = 16;
+/// `stats` value: runs of slot 0 and 1, aborts of slot 0 and 1, last slot chosen.
+type StatsValue = [u64; 5];
+/// `config` value: canary basis points, split mode, salt, attached program id.
+type ConfigValue = [u32; 4];
 
 /// The hook family a dispatcher serves: decides the program type, context layout and the
 /// value returned when no version can run.
@@ -91,12 +94,12 @@ pub struct SlotCounters {
 #[derive(Debug)]
 pub struct Dispatcher {
     pub kind: HookKind,
-    pub prog: OwnedFd,
+    pub prog: ProgramFd,
     pub prog_id: u32,
-    config: OwnedFd,
-    slots: OwnedFd,
-    stats: OwnedFd,
-    tracker: Option<OwnedFd>,
+    config: Array<ConfigValue>,
+    slots: ProgArray,
+    stats: PerCpuArray<StatsValue>,
+    tracker: Option<ProgramFd>,
 }
 
 const PIN_PROG: &str = "dispatcher";
@@ -108,34 +111,22 @@ const PIN_TRACKER: &str = "abort_tracker";
 impl Dispatcher {
     /// Creates the maps and loads the dispatcher (not attached anywhere yet).
     pub fn create(kind: HookKind, mode: SplitMode, salt: u32) -> Result<Self, KernelError> {
-        let config = sys::map_create(
-            sys::MAP_TYPE_ARRAY,
-            4,
-            CONFIG_VALUE_SIZE as u32,
-            1,
-            "bpfship_cfg",
-        )?;
-        let slots = sys::map_create(sys::MAP_TYPE_PROG_ARRAY, 4, 4, 2, "bpfship_slots")?;
-        let stats = sys::map_create(
-            sys::MAP_TYPE_PERCPU_ARRAY,
-            4,
-            STATS_VALUE_SIZE as u32,
-            1,
-            "bpfship_stats",
-        )?;
+        let config = Array::create("bpfship_cfg", 1)?;
+        let slots = ProgArray::create("bpfship_slots", 2)?;
+        let stats = PerCpuArray::create("bpfship_stats", 1)?;
         let insns = dispatcher_program(
             kind,
-            config.as_raw_fd(),
-            slots.as_raw_fd(),
-            stats.as_raw_fd(),
+            config.map().as_raw_fd(),
+            slots.map().as_raw_fd(),
+            stats.map().as_raw_fd(),
         );
-        let prog = sys::prog_load(
+        let prog = ProgramFd::load(
             kind.prog_type(),
             kind.expected_attach_type(),
             &insns,
             "bpfship_disp",
         )?;
-        let prog_id = sys::prog_info(&prog)?.id;
+        let prog_id = prog.info()?.id;
         let mut d = Dispatcher {
             kind,
             prog,
@@ -152,8 +143,12 @@ impl Dispatcher {
             attached_id: 0,
         })?;
         if kind == HookKind::Xdp {
-            let tracker = tracker_program(d.prog_id, d.config.as_raw_fd(), d.stats.as_raw_fd());
-            d.tracker = Some(sys::prog_load(
+            let tracker = tracker_program(
+                d.prog_id,
+                d.config.map().as_raw_fd(),
+                d.stats.map().as_raw_fd(),
+            );
+            d.tracker = Some(ProgramFd::load(
                 sys::PROG_TYPE_TRACEPOINT,
                 0,
                 &tracker,
@@ -164,40 +159,32 @@ impl Dispatcher {
     }
 
     /// The exception-tracker program (XDP only), to attach to `xdp:xdp_exception`.
-    pub fn tracker(&self) -> Option<&OwnedFd> {
+    pub fn tracker(&self) -> Option<&ProgramFd> {
         self.tracker.as_ref()
     }
 
     /// Puts a version in a slot (one map update: takes effect for the next event).
-    pub fn set_slot(&self, slot: u32, prog: &impl AsRawFd) -> Result<(), KernelError> {
-        let fd = prog.as_raw_fd() as u32;
-        sys::map_update(&self.slots, &slot.to_ne_bytes(), &fd.to_ne_bytes())?;
-        Ok(())
+    pub fn set_slot(&self, slot: u32, prog: &ProgramFd) -> Result<(), KernelError> {
+        self.slots.set(slot, prog)
     }
 
     /// Empties a slot; events meant for it fall through to the stable slot.
     pub fn clear_slot(&self, slot: u32) -> Result<(), KernelError> {
-        match sys::map_delete(&self.slots, &slot.to_ne_bytes()) {
-            Err(e) if e.source.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-            other => Ok(other?),
-        }
+        self.slots.clear(slot)
     }
 
     /// Reads the current configuration.
     pub fn config(&self) -> Result<DispatchConfig, KernelError> {
-        let mut v = [0u8; CONFIG_VALUE_SIZE];
-        sys::map_lookup(&self.config, &0u32.to_ne_bytes(), &mut v)?;
-        let word =
-            |i: usize| u32::from_ne_bytes(v[i * 4..i * 4 + 4].try_into().unwrap_or_default());
+        let [canary_basis_points, mode, salt, attached_id] = self.config.get(0)?;
         Ok(DispatchConfig {
-            canary_basis_points: word(0),
-            mode: if word(1) == 1 {
+            canary_basis_points,
+            mode: if mode == 1 {
                 SplitMode::FlowHash
             } else {
                 SplitMode::Random
             },
-            salt: word(2),
-            attached_id: word(3),
+            salt,
+            attached_id,
         })
     }
 
@@ -207,20 +194,15 @@ impl Dispatcher {
             SplitMode::FlowHash if self.kind.has_flows() => 1u32,
             _ => 0,
         };
-        let mut v = [0u8; CONFIG_VALUE_SIZE];
-        for (i, w) in [
-            c.canary_basis_points.min(10_000),
-            mode,
-            c.salt,
-            c.attached_id,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            v[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
-        }
-        sys::map_update(&self.config, &0u32.to_ne_bytes(), &v)?;
-        Ok(())
+        self.config.set(
+            0,
+            &[
+                c.canary_basis_points.min(10_000),
+                mode,
+                c.salt,
+                c.attached_id,
+            ],
+        )
     }
 
     /// Sets the canary share (basis points of events) — one map update.
@@ -239,30 +221,24 @@ impl Dispatcher {
 
     /// Events and aborts per slot since the dispatcher was created.
     pub fn counters(&self) -> Result<SlotCounters, KernelError> {
-        let cpus = sys::possible_cpus();
-        let stride = STATS_VALUE_SIZE.next_multiple_of(8);
-        let mut v = vec![0u8; stride * cpus];
-        sys::map_lookup(&self.stats, &0u32.to_ne_bytes(), &mut v)?;
         let mut out = SlotCounters::default();
-        for cpu in v.chunks_exact(stride) {
-            let at =
-                |i: usize| u64::from_ne_bytes(cpu[i * 8..i * 8 + 8].try_into().unwrap_or_default());
-            out.runs[0] += at(0);
-            out.runs[1] += at(1);
-            out.aborts[0] += at(2);
-            out.aborts[1] += at(3);
+        for cpu in self.stats.get(0)? {
+            out.runs[0] += cpu[0];
+            out.runs[1] += cpu[1];
+            out.aborts[0] += cpu[2];
+            out.aborts[1] += cpu[3];
         }
         Ok(out)
     }
 
     /// Pins the dispatcher and its maps in `dir` so a restarted agent can adopt them.
     pub fn pin(&self, dir: &Path) -> Result<(), KernelError> {
-        sys::obj_pin(&self.prog, &dir.join(PIN_PROG))?;
-        sys::obj_pin(&self.config, &dir.join(PIN_CONFIG))?;
-        sys::obj_pin(&self.slots, &dir.join(PIN_SLOTS))?;
-        sys::obj_pin(&self.stats, &dir.join(PIN_STATS))?;
+        self.prog.pin(&dir.join(PIN_PROG))?;
+        self.config.map().pin(&dir.join(PIN_CONFIG))?;
+        self.slots.map().pin(&dir.join(PIN_SLOTS))?;
+        self.stats.map().pin(&dir.join(PIN_STATS))?;
         if let Some(t) = &self.tracker {
-            sys::obj_pin(t, &dir.join(PIN_TRACKER))?;
+            t.pin(&dir.join(PIN_TRACKER))?;
         }
         Ok(())
     }
@@ -272,20 +248,21 @@ impl Dispatcher {
         if !dir.join(PIN_PROG).exists() {
             return Ok(None);
         }
-        let prog = sys::obj_get(&dir.join(PIN_PROG))?;
-        let prog_id = sys::prog_info(&prog)?.id;
+        let prog = ProgramFd::open_pinned(&dir.join(PIN_PROG))?;
+        let prog_id = prog.info()?.id;
         let tracker = if dir.join(PIN_TRACKER).exists() {
-            Some(sys::obj_get(&dir.join(PIN_TRACKER))?)
+            Some(ProgramFd::open_pinned(&dir.join(PIN_TRACKER))?)
         } else {
             None
         };
+        let map = |name: &str| MapFd::open_pinned(&dir.join(name));
         Ok(Some(Dispatcher {
             kind,
             prog,
             prog_id,
-            config: sys::obj_get(&dir.join(PIN_CONFIG))?,
-            slots: sys::obj_get(&dir.join(PIN_SLOTS))?,
-            stats: sys::obj_get(&dir.join(PIN_STATS))?,
+            config: Array::new(map(PIN_CONFIG)?)?,
+            slots: ProgArray::new(map(PIN_SLOTS)?)?,
+            stats: PerCpuArray::new(map(PIN_STATS)?)?,
             tracker,
         }))
     }
