@@ -215,6 +215,7 @@ fn main() {
             &bpfship_agent::control::Request {
                 command: "status".into(),
                 deployment: None,
+                digest: None,
             },
         )
         .ok()

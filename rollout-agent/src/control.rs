@@ -1,5 +1,6 @@
 //! The root-only control socket: one JSON request per connection, one JSON answer.
-//! `bpfship agent status|promote|abort|pause|resume [DEPLOYMENT]` is the client.
+//! `bpfship agent status|promote|abort|pause|resume|pin|unpin [DEPLOYMENT [DIGEST]]` is the
+//! client.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -16,10 +17,13 @@ use crate::deployment::{Command, DeploymentStatus};
 /// A request on the control socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
-    /// `status`, `promote`, `abort`, `pause` or `resume`.
+    /// `status`, `promote`, `abort`, `pause`, `resume`, `pin` or `unpin`.
     pub command: String,
     /// The deployment; `None` means all (status) — other commands need one.
     pub deployment: Option<String>,
+    /// The digest to pin (`pin` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 /// The answer.
@@ -70,7 +74,23 @@ pub fn handle(reg: &Registry, req: &Request) -> Response {
         "abort" => Command::Abort,
         "pause" => Command::Pause,
         "resume" => Command::Resume,
-        other => return fail(format!("unknown command {other}")),
+        "pin" => match &req.digest {
+            Some(d) if bpfship_registry::reference::is_sha256(d) => Command::Pin(d.clone()),
+            Some(d) => {
+                return fail(format!(
+                    "pin: {} is not a sha256:<64 hex> digest",
+                    crate::text::clip_to(d, 80)
+                ));
+            }
+            None => return fail("pin needs a digest".into()),
+        },
+        "unpin" => Command::Unpin,
+        other => {
+            return fail(format!(
+                "unknown command {}",
+                crate::text::clip_to(other, 80)
+            ));
+        }
     };
     let Some(name) = &req.deployment else {
         return fail(format!("{} needs a deployment name", req.command));

@@ -1,4 +1,4 @@
-//! `bpfship agent status|promote|abort|pause|resume [DEPLOYMENT]`: talks to a running
+//! `bpfship agent status|promote|abort|pause|resume|pin|unpin [DEPLOYMENT]`: talks to a running
 //! `bpfship-agent` over its root-only control socket.
 
 use std::path::PathBuf;
@@ -30,21 +30,30 @@ enum Action {
     Pause { deployment: String },
     /// Continue a paused canary (its step's bake starts again).
     Resume { deployment: String },
+    /// Take DIGEST instead of the tag's digest — also one promoted before (a deliberate
+    /// downgrade, which the agent otherwise refuses) or refused before. Verified, canaried and
+    /// promoted as usual; kept across restarts until `unpin`.
+    Pin { deployment: String, digest: String },
+    /// Follow the tag again.
+    Unpin { deployment: String },
 }
 
 pub fn run(args: Args, out: OutputFormat) -> CmdResult {
-    let (command, deployment) = match args.action {
-        Action::Status { deployment } => ("status", deployment),
-        Action::Promote { deployment } => ("promote", Some(deployment)),
-        Action::Abort { deployment } => ("abort", Some(deployment)),
-        Action::Pause { deployment } => ("pause", Some(deployment)),
-        Action::Resume { deployment } => ("resume", Some(deployment)),
+    let (command, deployment, digest) = match args.action {
+        Action::Status { deployment } => ("status", deployment, None),
+        Action::Promote { deployment } => ("promote", Some(deployment), None),
+        Action::Abort { deployment } => ("abort", Some(deployment), None),
+        Action::Pause { deployment } => ("pause", Some(deployment), None),
+        Action::Resume { deployment } => ("resume", Some(deployment), None),
+        Action::Pin { deployment, digest } => ("pin", Some(deployment), Some(digest)),
+        Action::Unpin { deployment } => ("unpin", Some(deployment), None),
     };
     let response = request(
         &args.socket,
         &Request {
             command: command.into(),
             deployment,
+            digest,
         },
     )
     .map_err(|e| Failure::Error(anyhow::anyhow!(e)))?;
@@ -67,6 +76,9 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
                 println!("  artifact:  {}", s("artifact"));
                 println!("  phase:     {}", s("phase"));
                 println!("  stable:    {}", s("stable"));
+                if !d["pinned"].is_null() {
+                    println!("  pinned:    {} (the tag is not followed)", s("pinned"));
+                }
                 if !d["canary"].is_null() {
                     println!(
                         "  canary:    {} at {}% (step {} of {}, split {})",
@@ -87,6 +99,15 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
                         v["digest"].as_str().unwrap_or("-"),
                         if v["ok"] == true { "ok" } else { "REFUSED" },
                         v["detail"].as_str().unwrap_or("")
+                    );
+                }
+                for a in d["awaiting_signature"].as_array().into_iter().flatten() {
+                    println!(
+                        "  awaiting:  {} — not verified yet ({} checks, next in {:.0}s): {}",
+                        a["digest"].as_str().unwrap_or("-"),
+                        a["attempts"],
+                        a["retry_in_seconds"].as_f64().unwrap_or(0.0),
+                        a["reason"].as_str().unwrap_or("")
                     );
                 }
                 for r in d["rejected"].as_array().into_iter().flatten() {

@@ -156,6 +156,7 @@ impl Harness {
                 &Request {
                     command: "status".into(),
                     deployment: None,
+                    digest: None,
                 },
             )
             .is_ok()
@@ -200,11 +201,26 @@ impl Harness {
         command: &str,
         deployment: Option<&str>,
     ) -> Result<serde_json::Value, String> {
+        self.send(command, deployment, None)
+    }
+
+    /// `bpfship agent pin DEPLOYMENT DIGEST`.
+    pub fn pin(&self, deployment: &str, digest: &str) -> Result<serde_json::Value, String> {
+        self.send("pin", Some(deployment), Some(digest))
+    }
+
+    fn send(
+        &self,
+        command: &str,
+        deployment: Option<&str>,
+        digest: Option<&str>,
+    ) -> Result<serde_json::Value, String> {
         let r = request(
             &self.socket,
             &Request {
                 command: command.into(),
                 deployment: deployment.map(str::to_owned),
+                digest: digest.map(str::to_owned),
             },
         )?;
         if !r.ok {
