@@ -483,6 +483,8 @@ impl Deployment {
 
     /// Runs until `commands` disconnects.
     pub fn run(mut self, commands: Receiver<Command>) {
+        #[cfg(debug_assertions)]
+        injected_panic(&self.spec.name);
         loop {
             // A running canary is measured closely; otherwise the loop only has polls and the
             // rollback window to watch (commands still wake it at once).
@@ -572,6 +574,16 @@ impl Deployment {
                 self.spec.rollout.fleet_percent
             ));
             return;
+        }
+        // Going back to the version still loaded for the rollback window (a pin): it is
+        // unloaded first and taken like any new version.
+        if self
+            .state
+            .previous
+            .as_ref()
+            .is_some_and(|p| p.digest == target)
+        {
+            self.release_previous();
         }
         self.take(&target);
         release_freed_memory();
@@ -1192,6 +1204,15 @@ impl Deployment {
             ),
             None => self.ctx.policy.current().digest.clone(),
         };
+    }
+}
+
+/// Debug builds only (release builds do not contain it): `BPFSHIP_AGENT_TEST_PANIC=<name>` makes
+/// that deployment's loop panic as it starts, so tests can show the supervision end to end.
+#[cfg(debug_assertions)]
+fn injected_panic(name: &str) {
+    if std::env::var("BPFSHIP_AGENT_TEST_PANIC").is_ok_and(|v| v == name) {
+        panic!("injected test panic in deployment {name} (BPFSHIP_AGENT_TEST_PANIC)");
     }
 }
 
