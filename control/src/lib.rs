@@ -21,12 +21,21 @@ pub enum RequestKind {
     Command(Command),
 }
 
+impl From<Command> for RequestKind {
+    fn from(c: Command) -> Self {
+        RequestKind::Command(c)
+    }
+}
+
 /// A request on the control socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
     pub command: RequestKind,
     /// The deployment; `None` means all (status) — commands need one.
     pub deployment: Option<String>,
+    /// The digest to pin (`pin` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 /// The answer.
@@ -102,6 +111,11 @@ pub enum Command {
     Abort,
     Pause,
     Resume,
+    /// Take the request's digest instead of the tag's, even if it was promoted or refused
+    /// before (a deliberate downgrade).
+    Pin,
+    /// Follow the tag again.
+    Unpin,
 }
 
 /// The last verification result.
@@ -146,6 +160,33 @@ pub struct DeploymentStatus {
     pub aborts: [u64; 2],
     pub program_ids: Vec<u32>,
     pub rejected: Vec<Rejection>,
+    /// Digests whose signatures did not verify yet: checked again with back-off.
+    pub awaiting_signature: Vec<AwaitingStatus>,
+    /// The digest an operator pinned, taken instead of the tag's.
+    pub pinned: Option<String>,
+    /// Every digest promoted so far, oldest first (going back to one needs a pin).
+    pub history: Vec<Promotion>,
+    /// The digest of the policy in force, and why the policy file is not, if it stopped loading.
+    pub policy: String,
+}
+
+/// One digest awaiting a valid signature.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct AwaitingStatus {
+    pub digest: String,
+    pub reason: String,
+    pub attempts: u32,
+    pub retry_in_seconds: f64,
+}
+
+/// One promotion: the digest that became stable, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Promotion {
+    pub digest: String,
+    /// The signed monotonic version of the release, when its signature carried one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    pub promoted_unix: u64,
 }
 
 /// The rollout phase.
@@ -175,7 +216,8 @@ impl Phase {
     }
 }
 
-/// A digest the agent refused or rolled back: never retried.
+/// A digest the agent refused, rolled back or withdrew: never retried (unless an operator pins
+/// it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejection {
     pub digest: String,
@@ -230,6 +272,7 @@ mod tests {
             let req = Request {
                 command: kind,
                 deployment: Some("edge".into()),
+                digest: None,
             };
             let json = serde_json::to_value(&req).unwrap();
             assert_eq!(json["command"], wire);

@@ -6,11 +6,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::{
-    Dispatcher, Hook, HookKind, KernelError, LinkFd, LoadedProgram, ProgramFd, SplitMode,
+    Dispatcher, Hook, HookKind, KernelError, LinkFd, LoadedProgram, MapFd, ProgramFd, SplitMode,
     StatsGuard,
 };
 
 const PIN_LINK: &str = "link";
+/// A pin bpfship creates in every deployment directory it makes (a one-entry array map named
+/// [`OWNER_MAP_NAME`]): start-up cleanup removes only directories that carry it, so another
+/// tool's pins under the same root are never touched.
+const PIN_OWNER: &str = "bpfship-owner";
+const OWNER_MAP_NAME: &str = "bpfship_owner";
 const PIN_TRACKER_LINK: &str = "abort_tracker_link";
 /// Maps a program pins by name (`LIBBPF_PIN_BY_NAME`): shared by every version so state
 /// survives version changes.
@@ -73,6 +78,10 @@ impl HookRuntime {
     ) -> Result<Self, KernelError> {
         std::fs::create_dir_all(pins.join(MAPS_DIR))
             .map_err(|e| KernelError::Io(pins.clone(), e))?;
+        if !Self::is_owned(&pins) {
+            MapFd::create(crate::sys::MAP_TYPE_ARRAY, 4, 4, 1, OWNER_MAP_NAME)?
+                .pin(&pins.join(PIN_OWNER))?;
+        }
         let open = |name: Option<&str>| -> Result<Option<LoadedProgram>, KernelError> {
             match name {
                 Some(n) if pins.join(n).exists() => {
@@ -429,6 +438,11 @@ impl HookRuntime {
             }
         }
         removed
+    }
+
+    /// Whether `pins` is a deployment directory bpfship made (it carries the owner pin).
+    pub fn is_owned(pins: &Path) -> bool {
+        MapFd::open_pinned(&pins.join(PIN_OWNER)).is_ok_and(|m| m.def().name == OWNER_MAP_NAME)
     }
 
     /// Detaches everything and removes the deployment's pins (deployment removed from config).

@@ -217,6 +217,7 @@ fn main() {
             &Request {
                 command: RequestKind::Status,
                 deployment: None,
+                digest: None,
             },
         )
         .ok()

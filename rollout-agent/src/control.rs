@@ -1,5 +1,6 @@
 //! The root-only control socket: one JSON request per connection, one JSON answer.
-//! `bpfship agent status|promote|abort|pause|resume [DEPLOYMENT]` is the client.
+//! `bpfship agent status|promote|abort|pause|resume|pin|unpin [DEPLOYMENT [DIGEST]]` is the
+//! client.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -9,6 +10,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bpfship_control::Command as Wire;
 pub use bpfship_control::{Request, RequestKind, Response, request};
 
 use crate::deployment::{Command, DeploymentStatus};
@@ -43,7 +45,23 @@ pub fn handle(reg: &Registry, req: &Request) -> Response {
                 deployments: statuses(reg, req.deployment.as_deref()),
             };
         }
-        RequestKind::Command(c) => c,
+        RequestKind::Command(c) => match c {
+            Wire::Promote => Command::Promote,
+            Wire::Abort => Command::Abort,
+            Wire::Pause => Command::Pause,
+            Wire::Resume => Command::Resume,
+            Wire::Pin => match &req.digest {
+                Some(d) if bpfship_registry::reference::is_sha256(d) => Command::Pin(d.clone()),
+                Some(d) => {
+                    return fail(format!(
+                        "pin: {} is not a sha256:<64 hex> digest",
+                        crate::text::clip_to(d, 80)
+                    ));
+                }
+                None => return fail("pin needs a digest".into()),
+            },
+            Wire::Unpin => Command::Unpin,
+        },
     };
     let Some(name) = &req.deployment else {
         return fail(format!("{command:?} needs a deployment name"));

@@ -13,16 +13,21 @@ use bpfship_verifier::policy::Policy;
 
 use crate::analysis::{self, AnalysisRun, ExternalSource, Outcome, Record, Verdict, VersionSample};
 use crate::audit::{AuditEvent, AuditLog};
+use crate::awaiting::Awaiting;
 use crate::config::{DeploymentSpec, fleet_bucket};
 use crate::hook::{HookRuntime, Serving};
 use crate::kernel::{HookKind, LoadedProgram, MapFd, health::HealthMap};
+use crate::policy_watch::PolicyWatch;
 use crate::state::{self, DeploymentState, Phase, Rejection, VersionRecord};
 use crate::store::ContentStore;
+use crate::text::clip;
+use crate::{reverify, text};
 
 /// What every deployment shares.
 pub struct Context {
     pub client: Client,
-    pub policy: Policy,
+    /// The policy in force, read again from its file every few seconds.
+    pub policy: PolicyWatch,
     pub store: ContentStore,
     pub audit: AuditLog,
     pub state_dir: PathBuf,
@@ -32,7 +37,21 @@ pub struct Context {
     pub external: Box<dyn ExternalSource + Send + Sync>,
 }
 
-pub use bpfship_control::{Command, DeploymentStatus, VerificationStatus};
+pub use bpfship_control::{DeploymentStatus, VerificationStatus};
+
+/// Operator commands, from the control socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Promote,
+    Abort,
+    Pause,
+    Resume,
+    /// Take this digest instead of the tag's, even if it was promoted before (a deliberate
+    /// downgrade) or refused before.
+    Pin(String),
+    /// Follow the tag again.
+    Unpin,
+}
 
 fn now_unix() -> u64 {
     SystemTime::now()
@@ -81,8 +100,11 @@ pub struct Deployment {
     next_poll: Instant,
     backoff: Duration,
     salt: String,
-    /// Digests seen without any signature yet (not rejected for good: signing follows pushing).
-    awaiting_signature: std::collections::HashSet<String>,
+    /// Digests whose signatures did not verify yet (never rejected for good: anyone who can
+    /// push can write signature metadata, and signing follows pushing).
+    awaiting: Awaiting,
+    /// The policy digest the recorded versions were last judged by.
+    judged_policy: String,
 }
 
 impl Deployment {
@@ -100,7 +122,7 @@ impl Deployment {
             .salt
             .clone()
             .unwrap_or_else(|| spec.name.clone());
-        let salt32 = fleet_bucket(&salt, "dispatcher") ^ (fleet_bucket(&spec.name, &salt) << 16);
+        let salt32 = dispatcher_salt(&spec.name, &salt);
         let names = [&state.stable, &state.canary, &state.previous]
             .map(|v| v.as_ref().map(|v| v.pin_name()));
         let hook = HookRuntime::adopt(
@@ -130,10 +152,12 @@ impl Deployment {
             next_poll: Instant::now(),
             backoff: Duration::ZERO,
             salt,
-            awaiting_signature: Default::default(),
+            awaiting: Awaiting::default(),
+            judged_policy: String::new(),
         };
         d.hold_state_content();
         d.settle();
+        d.judge_recorded_versions();
         d.publish("started");
         Ok(d)
     }
@@ -150,18 +174,19 @@ impl Deployment {
 
     /// The registry failed mid-way: nothing changes, the next poll retries.
     fn registry_unavailable(&mut self, e: &dyn std::fmt::Display) {
-        self.status().registry = format!("{e}; will retry");
+        self.status().registry = clip(&format!("{e}; will retry"));
         self.next_poll = Instant::now() + self.ctx.poll_interval;
     }
 
     fn audit(&self, action: &str, digest: Option<&str>, reason: &str) {
+        let reason = clip(reason);
         tracing::info!(deployment = %self.spec.name, action, digest, reason);
         self.ctx.audit.record(&AuditEvent {
             deployment: &self.spec.name,
             action,
             digest,
-            policy_digest: Some(&self.ctx.policy.digest),
-            reason,
+            policy_digest: Some(&self.ctx.policy.current().digest),
+            reason: &reason,
         });
     }
 
@@ -275,23 +300,117 @@ impl Deployment {
         self.save();
     }
 
-    fn reload(&self, v: &VersionRecord) -> Result<LoadedProgram, String> {
+    /// Judges a recorded version by the policy in force, from the local store alone: its stored
+    /// signature material must still verify and its content must still pass the policy's
+    /// rules. Returns the content.
+    fn judge(&self, v: &VersionRecord, policy: &Policy) -> Result<Vec<u8>, String> {
+        reverify::check(&self.ctx.store, v, &self.reference, policy).map_err(|e| {
+            format!("its signatures no longer verify under the policy in force: {e}")
+        })?;
         let bytes = self.ctx.store.get(&v.content_digest)?;
-        let inspection = bpfship_trust::content::inspect(&bytes, Some(&self.ctx.policy))
-            .map_err(|e| e.to_string())?;
+        let inspection =
+            bpfship_trust::content::inspect(&bytes, Some(policy)).map_err(|e| e.to_string())?;
         if !inspection.is_valid() {
             return Err(format!(
                 "the policy now refuses it: {}",
                 inspection.refusals().join("; ")
             ));
         }
+        Ok(bytes)
+    }
+
+    /// Loads a recorded version from the local store after judging it again.
+    fn reload(&self, v: &VersionRecord) -> Result<LoadedProgram, String> {
+        let bytes = self.judge(v, &self.ctx.policy.current())?;
         self.hook
             .load(&bytes, &self.spec.program, &v.pin_name())
             .map_err(|e| e.to_string())
     }
 
+    /// Judges every recorded version again by the policy in force (at start-up and whenever
+    /// the policy changes) and withdraws what no longer passes: a canary is rolled back; a
+    /// previous version is unloaded; a stable version is replaced by the previous one when that
+    /// still passes, and otherwise detached — nothing the policy no longer admits keeps running.
+    fn judge_recorded_versions(&mut self) {
+        let policy = self.ctx.policy.current();
+        if policy.digest == self.judged_policy {
+            return;
+        }
+        self.judged_policy = policy.digest.clone();
+        // A key may have been added: what awaits a valid signature is checked at once.
+        self.awaiting.retry_all_now(Instant::now());
+        if let Some(c) = self.state.canary.clone()
+            && let Err(why) = self.judge(&c, &policy)
+        {
+            self.roll_back(&format!("withdrawn: {why}"), "policy");
+        }
+        let previous_passes = match self.state.previous.clone() {
+            Some(p) => match self.judge(&p, &policy) {
+                Ok(_) => true,
+                Err(why) => {
+                    self.release_previous();
+                    self.audit(
+                        "withdrawn",
+                        Some(&p.digest),
+                        &format!("previous version: {why}"),
+                    );
+                    false
+                }
+            },
+            None => false,
+        };
+        let Some(stable) = self.state.stable.clone() else {
+            return;
+        };
+        let Err(why) = self.judge(&stable, &policy) else {
+            return;
+        };
+        self.count_rollback("policy");
+        if previous_passes && self.hook.roll_back_to_previous().is_ok() {
+            self.state.stable = self.state.previous.take();
+            let _ = std::fs::remove_file(self.hook.pins.join(stable.pin_name()));
+            self.reject(
+                &stable.digest,
+                "withdrawn",
+                &format!("{why}; the previous version, which still passes, serves again"),
+            );
+            return;
+        }
+        self.detach_everything();
+        self.reject(
+            &stable.digest,
+            "withdrawn",
+            &format!("{why}; detached (no recorded version passes)"),
+        );
+    }
+
+    /// Takes the deployment out of the kernel entirely: nothing recorded may run.
+    fn detach_everything(&mut self) {
+        HookRuntime::remove_all(&self.hook.pins);
+        match HookRuntime::adopt(
+            self.spec.hook.clone(),
+            self.hook.pins.clone(),
+            self.spec.rollout.split,
+            dispatcher_salt(&self.spec.name, &self.salt),
+            [None, None, None],
+        ) {
+            Ok(h) => self.hook = h,
+            Err(e) => {
+                tracing::error!(deployment = %self.spec.name, error = %e, "cannot recreate the pin directory")
+            }
+        }
+        self.state.stable = None;
+        self.state.canary = None;
+        self.state.previous = None;
+        self.state.whole_host = None;
+        self.state.phase = Phase::Empty;
+        self.save();
+    }
+
     /// Runs until `commands` disconnects.
     pub fn run(mut self, commands: Receiver<Command>) {
+        #[cfg(debug_assertions)]
+        injected_panic(&self.spec.name);
         loop {
             // A running canary is measured closely; otherwise the loop only has polls and the
             // rollback window to watch (commands still wake it at once).
@@ -311,6 +430,9 @@ impl Deployment {
 
     /// One step of the loop: poll when due, drive the canary, release the previous version.
     pub fn tick(&mut self) {
+        if self.ctx.policy.refresh().digest != self.judged_policy {
+            self.judge_recorded_versions();
+        }
         if Instant::now() >= self.next_poll
             && !matches!(self.state.phase, Phase::Canary | Phase::Paused)
         {
@@ -327,8 +449,12 @@ impl Deployment {
     }
 
     fn poll(&mut self) {
-        let target = match self.ctx.client.resolve(&self.reference) {
-            Ok(d) => d.digest,
+        let resolved = match &self.state.pinned {
+            Some(pinned) => Ok(pinned.clone()),
+            None => self.ctx.client.resolve(&self.reference).map(|d| d.digest),
+        };
+        let target = match resolved {
+            Ok(d) => d,
             Err(e) => {
                 self.backoff =
                     (self.backoff * 2).clamp(self.ctx.poll_interval, Duration::from_secs(300));
@@ -337,7 +463,7 @@ impl Deployment {
                     "{e}; retrying in {:.1}s, the stable version keeps serving",
                     self.backoff.as_secs_f64()
                 );
-                self.status().registry = msg;
+                self.status().registry = clip(&msg);
                 return;
             }
         };
@@ -348,8 +474,23 @@ impl Deployment {
             .into_iter()
             .flatten()
             .any(|v| v.digest == target);
-        if known || self.state.rejection(&target).is_some() {
+        if known
+            || self.state.rejection(&target).is_some()
+            || !self.awaiting.due(&target, Instant::now())
+        {
             return;
+        }
+        // Re-pointing the tag at a digest promoted before is a downgrade anyone with push
+        // access can do: refused unless the operator chose that digest (a pin, or a config
+        // that names the digest).
+        let chosen = self.state.pinned.as_deref() == Some(target.as_str())
+            || self.reference.digest.is_some();
+        if !chosen && let Err(downgrade) = self.state.history.check(&target, None) {
+            let reason = format!(
+                "{downgrade}; `bpfship agent pin {} {target}` to go back deliberately",
+                self.spec.name
+            );
+            return self.reject(&target, "downgrade_refused", &reason);
         }
         let bucket = fleet_bucket(&self.salt, &self.ctx.host_id);
         let limit = (self.spec.rollout.fleet_percent * 100.0).round() as u32;
@@ -360,11 +501,22 @@ impl Deployment {
             ));
             return;
         }
+        // Going back to the version still loaded for the rollback window (a pin): it is
+        // unloaded first and taken like any new version.
+        if self
+            .state
+            .previous
+            .as_ref()
+            .is_some_and(|p| p.digest == target)
+        {
+            self.release_previous();
+        }
         self.take(&target);
         release_freed_memory();
     }
 
     fn reject(&mut self, digest: &str, action: &str, reason: &str) {
+        let reason = &clip(reason);
         self.audit(action, Some(digest), reason);
         self.state.rejected.push(Rejection {
             digest: digest.to_string(),
@@ -387,18 +539,24 @@ impl Deployment {
         let seen = Instant::now();
         self.publish(&format!("verifying {digest}"));
         let by_digest = self.reference.with_digest(digest);
+        let policy = self.ctx.policy.current();
         let trust = TrustSource {
             keys: &[],
-            policy: Some(&self.ctx.policy),
+            policy: Some(&policy),
         };
         let verified = match trust_verify::verify(&self.ctx.client, &by_digest, trust) {
             Ok(v) => v,
             Err(VerifyError::Registry(e)) => return self.registry_unavailable(&e),
-            // Signing follows pushing (`bpfship push --key`, cosign): an unsigned digest is
-            // refused now, audited once, and checked again at the next polls.
-            Err(e @ VerifyError::Unsigned { .. }) => {
-                let reason = e.to_string();
-                if self.awaiting_signature.insert(digest.to_string()) {
+            // Signature metadata is written by whoever can push — before the real signer, or
+            // beside it — and signing follows pushing (`bpfship push --key`, cosign): a digest
+            // without a valid signature is refused for now, audited once, and checked again
+            // with back-off, never rejected for good.
+            Err(e @ (VerifyError::Unsigned { .. } | VerifyError::NoValidSignature { .. })) => {
+                let reason = clip(&e.to_string());
+                let first =
+                    self.awaiting
+                        .failed(digest, &reason, self.ctx.poll_interval, Instant::now());
+                if first {
                     self.audit("refused", Some(digest), &reason);
                 }
                 self.status().last_verification = Some(VerificationStatus {
@@ -407,18 +565,15 @@ impl Deployment {
                     detail: reason.clone(),
                 });
                 self.publish(&format!(
-                    "refused {digest}: {reason}; checking again at the next poll"
+                    "refused {digest} for now: {reason}; checking its signatures again later"
                 ));
                 return;
             }
             Err(e) => return self.reject(digest, "refused", &e.to_string()),
         };
-        self.awaiting_signature.remove(digest);
-        let content = match trust_verify::fetch_content(
-            &self.ctx.client,
-            &verified,
-            Some(&self.ctx.policy),
-        ) {
+        self.awaiting.settled(digest);
+        let content = match trust_verify::fetch_content(&self.ctx.client, &verified, Some(&policy))
+        {
             Ok(c) => c,
             Err(VerifyError::Registry(e)) => return self.registry_unavailable(&e),
             Err(e) => return self.reject(digest, "refused", &e.to_string()),
@@ -458,7 +613,19 @@ impl Deployment {
         if let Err(diff) = self.check_pinned_maps(report) {
             return self.reject(digest, "refused", &diff);
         }
-        let content_digest = match self.ctx.store.put(&content.bytes, &self.spec.name) {
+        let stored = self
+            .ctx
+            .store
+            .put(&content.bytes, &self.spec.name)
+            .and_then(|content_digest| {
+                let material = reverify::store_material(
+                    &self.ctx.store,
+                    &verified.signatures,
+                    &self.spec.name,
+                )?;
+                Ok((content_digest, material))
+            });
+        let (content_digest, material) = match stored {
             Ok(d) => d,
             Err(e) => {
                 self.publish(&format!("cannot store {digest} locally: {e}; will retry"));
@@ -468,7 +635,7 @@ impl Deployment {
         self.status().last_verification = Some(VerificationStatus {
             digest: digest.to_string(),
             ok: true,
-            detail: format!(
+            detail: clip(&format!(
                 "signed by {}",
                 verified
                     .signatures
@@ -476,7 +643,7 @@ impl Deployment {
                     .map(|s| format!("{} ({})", s.key_hint, s.layout))
                     .collect::<Vec<_>>()
                     .join(", ")
-            ),
+            )),
         });
         let record = VersionRecord {
             digest: digest.to_string(),
@@ -487,6 +654,8 @@ impl Deployment {
                 .iter()
                 .map(|s| s.key_hint.clone())
                 .collect(),
+            signatures: Some(material),
+            version: None,
         };
         let prog = match self
             .hook
@@ -522,6 +691,9 @@ impl Deployment {
                 let _ = std::fs::remove_file(self.hook.pins.join(record.pin_name()));
                 return self.reject(digest, "rolled_back", &format!("attach failed: {e}"));
             }
+            self.state
+                .history
+                .record(digest, record.version, now_unix());
             self.state.stable = Some(record);
             self.state.phase = Phase::Stable;
             self.save();
@@ -760,6 +932,9 @@ impl Deployment {
         self.state.previous_until_unix =
             now_unix() + self.spec.rollout.rollback_window_seconds.ceil() as u64;
         self.state.stable = self.state.canary.take();
+        if let Some(s) = &self.state.stable {
+            self.state.history.record(&s.digest, s.version, now_unix());
+        }
         self.state.phase = Phase::Stable;
         self.state.whole_host = None;
         self.save();
@@ -812,7 +987,9 @@ impl Deployment {
         let held = [&s.stable, &s.canary, &s.previous]
             .into_iter()
             .flatten()
-            .map(|v| v.content_digest.as_str());
+            .flat_map(|v| [Some(&v.content_digest), v.signatures.as_ref()])
+            .flatten()
+            .map(String::as_str);
         self.ctx.store.hold_only(&self.spec.name, held);
     }
 
@@ -831,7 +1008,26 @@ impl Deployment {
 
     fn command(&mut self, c: Command) {
         let digest = self.state.canary.as_ref().map(|v| v.digest.clone());
+        let handled = format!("{c:?} handled");
         match (c, self.state.phase) {
+            (Command::Pin(pinned), _) => {
+                self.state.rejected.retain(|r| r.digest != pinned);
+                self.awaiting.settled(&pinned);
+                self.state.pinned = Some(pinned.clone());
+                self.save();
+                self.audit(
+                    "pinned",
+                    Some(&pinned),
+                    "pinned by the operator: taken instead of the tag's digest, even if promoted or refused before",
+                );
+                self.next_poll = Instant::now();
+            }
+            (Command::Unpin, _) => {
+                let was = self.state.pinned.take();
+                self.save();
+                self.audit("unpinned", was.as_deref(), "following the tag again");
+                self.next_poll = Instant::now();
+            }
             (Command::Promote, Phase::Canary | Phase::Paused) => {
                 self.promote("promoted by the operator")
             }
@@ -869,7 +1065,7 @@ impl Deployment {
             }
             _ => {}
         }
-        self.publish(&format!("{c:?} handled"));
+        self.publish(&handled);
     }
 
     fn publish_counters(&self) {
@@ -889,7 +1085,7 @@ impl Deployment {
 
     /// Updates the shared status from the state, with a new message.
     fn publish(&self, message: &str) {
-        self.status().message = message.to_string();
+        self.status().message = clip(message);
         self.refresh();
     }
 
@@ -921,12 +1117,38 @@ impl Deployment {
         s.analysis = self.analysis.clone();
         s.program_ids = self.hook.program_ids();
         s.rejected = self.state.rejected.clone();
+        s.awaiting_signature = self.awaiting.status(Instant::now());
+        s.pinned = self.state.pinned.clone();
+        s.history = self.state.history.promotions().to_vec();
+        s.policy = match self.ctx.policy.error() {
+            Some(e) => format!(
+                "{} (policy file: {})",
+                self.ctx.policy.current().digest,
+                clip(&e)
+            ),
+            None => self.ctx.policy.current().digest.clone(),
+        };
     }
 }
 
-/// The last lines of a verifier log (status keeps the tail, the full log can be megabytes).
+/// Debug builds only (release builds do not contain it): `BPFSHIP_AGENT_TEST_PANIC=<name>` makes
+/// that deployment's loop panic as it starts, so tests can show the supervision end to end.
+#[cfg(debug_assertions)]
+fn injected_panic(name: &str) {
+    if std::env::var("BPFSHIP_AGENT_TEST_PANIC").is_ok_and(|v| v == name) {
+        panic!("injected test panic in deployment {name} (BPFSHIP_AGENT_TEST_PANIC)");
+    }
+}
+
+/// The dispatcher's per-deployment hash salt.
+fn dispatcher_salt(name: &str, salt: &str) -> u32 {
+    fleet_bucket(salt, "dispatcher") ^ (fleet_bucket(name, salt) << 16)
+}
+
+/// The last lines of a verifier log (status keeps the tail, the full log can be megabytes),
+/// each line made safe and bounded.
 fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
+    let lines: Vec<String> = log.lines().map(|l| text::clip_to(l, 256)).collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 

@@ -58,8 +58,12 @@ fn main() -> ExitCode {
     match bpfship_agent::agent::Agent::start(&config) {
         Ok(agent) => {
             tracing::info!(deployments = config.deployments.len(), "agent running");
-            agent.wait();
-            ExitCode::SUCCESS
+            let ended = agent.wait();
+            // Pinned programs keep running; the service manager restarts the agent, which
+            // adopts them.
+            tracing::error!(%ended, "a deployment loop ended: exiting so the agent is restarted");
+            eprintln!("bpfship-agent: {ended}");
+            ExitCode::from(70)
         }
         Err(e) => {
             eprintln!("bpfship-agent: {e}");

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::history::History;
+
 /// A version the agent has verified and loaded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionRecord {
@@ -16,6 +18,13 @@ pub struct VersionRecord {
     pub policy_digest: Option<String>,
     /// The signer key hint(s) that verified it.
     pub signers: Vec<String>,
+    /// Digest, in the content store, of the signature material it was verified with: judged
+    /// again by the policy in force at start-up, restore and policy changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<String>,
+    /// The signed monotonic version of the release, when its signature carried one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 impl VersionRecord {
@@ -43,6 +52,13 @@ pub struct DeploymentState {
     /// The canary runs at the hook for the whole host (the dispatcher cannot tail-call it).
     #[serde(default)]
     pub whole_host: Option<String>,
+    /// Every digest ever promoted (downgrades to one of them are refused).
+    #[serde(default)]
+    pub history: History,
+    /// A digest the operator pinned (`bpfship agent pin`): taken instead of the tag's, even if
+    /// it was promoted before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
 }
 
 impl DeploymentState {
@@ -101,17 +117,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = state_path(dir.path(), "edge");
         assert_eq!(load(&p).unwrap(), DeploymentState::default());
-        let s = DeploymentState {
+        // A state written before the history and signature material existed still loads.
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(
+            &p,
+            r#"{"phase":"stable","stable":{"digest":"sha256:a","content_digest":"sha256:b","policy_digest":null,"signers":[]},"canary":null,"step":0,"previous":null,"previous_until_unix":0,"rejected":[]}"#,
+        )
+        .unwrap();
+        let old = load(&p).unwrap();
+        assert!(old.history.promotions().is_empty() && old.stable.unwrap().signatures.is_none());
+        let mut s = DeploymentState {
             phase: Phase::Canary,
             stable: Some(VersionRecord {
                 digest: format!("sha256:{}", "a".repeat(64)),
                 content_digest: "sha256:b".into(),
                 policy_digest: None,
                 signers: vec!["hint".into()],
+                signatures: Some("sha256:c".into()),
+                version: Some(4),
             }),
             step: 2,
+            pinned: Some("sha256:d".into()),
             ..Default::default()
         };
+        s.history.record("sha256:e", Some(3), 7);
         save(&p, &s).unwrap();
         assert_eq!(load(&p).unwrap(), s);
         assert_eq!(s.stable.unwrap().pin_name(), "v-aaaaaaaaaaaaaaaa");

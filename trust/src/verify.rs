@@ -5,13 +5,12 @@
 use bpfship_registry::artifact::{self, ArtifactError, ArtifactKind};
 use bpfship_registry::signatures::{fetch_bundles, fetch_legacy};
 use bpfship_registry::{Client, Descriptor, ImageManifest, Reference, RegistryError};
-use bpfship_verifier::bundle::Bundle;
 use bpfship_verifier::keys::{KeyError, PublicKey};
 use bpfship_verifier::policy::Policy;
-use bpfship_verifier::signature::verify_simple_signing;
 use serde::Serialize;
 
 use crate::content::{self, ContentError, Inspection};
+use crate::offline::{SignatureMaterial, judge_bundle, judge_legacy};
 
 /// Whose signatures count: explicit keys (`--key`), or the policy's trust rule for the repository.
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +28,9 @@ pub struct VerifiedSignature {
     /// The repository the legacy payload names (bundles name only the digest).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub docker_reference: Option<String>,
+    /// What it was verified from, to store beside the content and verify again offline.
+    #[serde(skip)]
+    pub material: SignatureMaterial,
 }
 
 /// A manifest whose signatures (or explicit unsigned allowance) were checked, by digest.
@@ -100,7 +102,7 @@ pub enum VerifyError {
 }
 
 /// The keys that count for `repo`, and whether unsigned is allowed there.
-fn trusted_keys(
+pub(crate) fn trusted_keys(
     repo: &Reference,
     trust: TrustSource,
 ) -> Result<(Vec<PublicKey>, bool), VerifyError> {
@@ -169,51 +171,14 @@ fn verify_digest(
         (legacy, bundles)
     });
     let (legacy, bundles) = (legacy?, bundles?);
-    for sig in &legacy {
-        let mut last = None;
-        for key in keys {
-            match verify_simple_signing(key, &sig.payload, &sig.signature, digest) {
-                Ok(v) => {
-                    signatures.push(VerifiedSignature {
-                        layout: "legacy",
-                        key_hint: v.key_hint,
-                        docker_reference: Some(v.docker_reference),
-                    });
-                    last = None;
-                    break;
-                }
-                Err(e) => last = Some(e.to_string()),
-            }
-        }
-        if let Some(e) = last {
-            reasons.push(format!("legacy signature: {e}"));
-        }
-    }
-    for raw in &bundles {
-        let parsed = match Bundle::parse(raw) {
-            Ok(b) => b,
-            Err(e) => {
-                reasons.push(format!("bundle: {e}"));
-                continue;
-            }
-        };
-        let mut last = None;
-        for key in keys {
-            match parsed.verify_image(key, digest) {
-                Ok(v) => {
-                    signatures.push(VerifiedSignature {
-                        layout: "bundle",
-                        key_hint: v.key_hint,
-                        docker_reference: None,
-                    });
-                    last = None;
-                    break;
-                }
-                Err(e) => last = Some(e.to_string()),
-            }
-        }
-        if let Some(e) = last {
-            reasons.push(format!("bundle: {e}"));
+    let judged = legacy
+        .iter()
+        .map(|sig| judge_legacy(&sig.payload, &sig.signature, keys, digest))
+        .chain(bundles.iter().map(|raw| judge_bundle(raw, keys, digest)));
+    for j in judged {
+        match j {
+            Ok(v) => signatures.push(v),
+            Err(e) => reasons.push(e),
         }
     }
     let unsigned_allowed = signatures.is_empty() && allow_unsigned;

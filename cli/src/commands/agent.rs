@@ -1,4 +1,4 @@
-//! `bpfship agent status|promote|abort|pause|resume [DEPLOYMENT]`: talks to a running
+//! `bpfship agent status|promote|abort|pause|resume|pin|unpin [DEPLOYMENT]`: talks to a running
 //! `bpfship-agent` over its root-only control socket.
 
 use std::path::PathBuf;
@@ -30,23 +30,30 @@ enum Action {
     Pause { deployment: String },
     /// Continue a paused canary (its step's bake starts again).
     Resume { deployment: String },
+    /// Take DIGEST instead of the tag's digest — also one promoted before (a deliberate
+    /// downgrade, which the agent otherwise refuses) or refused before. Verified, canaried and
+    /// promoted as usual; kept across restarts until `unpin`.
+    Pin { deployment: String, digest: String },
+    /// Follow the tag again.
+    Unpin { deployment: String },
 }
 
 pub fn run(args: Args, out: OutputFormat) -> CmdResult {
-    let (command, deployment) = match args.action {
-        Action::Status { deployment } => (RequestKind::Status, deployment),
-        Action::Promote { deployment } => {
-            (RequestKind::Command(Command::Promote), Some(deployment))
-        }
-        Action::Abort { deployment } => (RequestKind::Command(Command::Abort), Some(deployment)),
-        Action::Pause { deployment } => (RequestKind::Command(Command::Pause), Some(deployment)),
-        Action::Resume { deployment } => (RequestKind::Command(Command::Resume), Some(deployment)),
+    let (command, deployment, digest) = match args.action {
+        Action::Status { deployment } => (RequestKind::Status, deployment, None),
+        Action::Promote { deployment } => (Command::Promote.into(), Some(deployment), None),
+        Action::Abort { deployment } => (Command::Abort.into(), Some(deployment), None),
+        Action::Pause { deployment } => (Command::Pause.into(), Some(deployment), None),
+        Action::Resume { deployment } => (Command::Resume.into(), Some(deployment), None),
+        Action::Pin { deployment, digest } => (Command::Pin.into(), Some(deployment), Some(digest)),
+        Action::Unpin { deployment } => (Command::Unpin.into(), Some(deployment), None),
     };
     let response = request(
         &args.socket,
         &Request {
             command,
             deployment,
+            digest,
         },
     )
     .map_err(|e| Failure::Error(e.into()))?;
@@ -82,6 +89,9 @@ fn print_status(d: &DeploymentStatus) {
             d.split
         );
     }
+    if let Some(pinned) = &d.pinned {
+        println!("  pinned:    {pinned} (the tag is not followed)");
+    }
     if let Some(previous) = &d.previous {
         println!("  previous:  {previous} (kept for rollback)");
     }
@@ -92,6 +102,12 @@ fn print_status(d: &DeploymentStatus) {
             v.digest,
             if v.ok { "ok" } else { "REFUSED" },
             v.detail
+        );
+    }
+    for a in &d.awaiting_signature {
+        println!(
+            "  awaiting:  {} — not verified yet ({} checks, next in {:.0}s): {}",
+            a.digest, a.attempts, a.retry_in_seconds, a.reason
         );
     }
     for r in &d.rejected {

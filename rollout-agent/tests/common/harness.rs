@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bpfship_agent::control::{Request, RequestKind, request};
 use bpfship_registry::testing::TestRegistry;
-use bpfship_registry::{Client, ClientOptions, Reference};
+use bpfship_registry::{Client, ClientOptions, Descriptor, Reference};
 use bpfship_trust::sign::{SignatureFormat, sign_descriptor};
 use bpfship_verifier::keys::PrivateKey;
 
@@ -47,12 +47,7 @@ impl Harness {
         let trusted = PrivateKey::generate();
         let untrusted = PrivateKey::generate();
         let dir = tempfile::tempdir().unwrap();
-        let policy = format!(
-            "version = 1\n[[trust]]\nrepositories = [\"127.0.0.1:*/**\"]\nkeys = [\"\"\"\n{}\"\"\"]\n\
-             [ebpf]\nallowed_program_types = [\"xdp\", \"sched_cls\", \"tracepoint\", \"kprobe\"]\nrequire_btf = true\n",
-            trusted.public_key().to_pem()
-        );
-        std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+        write_policy(dir.path(), &[&trusted]);
         let pin_root = PathBuf::from(format!(
             "/sys/fs/bpf/bpfship-test-{tag}-{}",
             std::process::id()
@@ -87,6 +82,23 @@ impl Harness {
         }
     }
 
+    /// Rewrites the policy so that exactly `keys` are trusted.
+    pub fn trust_only(&self, keys: &[&PrivateKey]) {
+        write_policy(self.dir.path(), keys);
+    }
+
+    /// Points `repo:tag` at the manifest `digest` already in the registry (as anyone with push
+    /// access can).
+    pub fn retag(&self, repo: &str, tag: &str, digest: &str) {
+        let r = Reference::parse(&format!("{}:{tag}", self.repo(repo))).unwrap();
+        let (bytes, media_type) = self.client.fetch_manifest(&r, digest).unwrap();
+        let put = self
+            .client
+            .push_manifest(&r, tag, &media_type, &bytes)
+            .unwrap();
+        assert_eq!(put.digest, digest);
+    }
+
     /// `127.0.0.1:PORT/<repo>`.
     pub fn repo(&self, repo: &str) -> String {
         format!("{}/{repo}", host(&self.registry.url()))
@@ -94,11 +106,31 @@ impl Harness {
 
     /// Pushes a built test object to `repo:tag`, signed as asked; returns the manifest digest.
     pub fn publish(&self, object: &str, repo: &str, tag: &str, signer: Signer) -> String {
+        let descriptor = self.push(object, repo, tag);
+        self.sign(repo, tag, &descriptor, signer);
+        descriptor.digest
+    }
+
+    /// Signs what `publish`/`push` pushed.
+    pub fn sign(&self, repo: &str, tag: &str, descriptor: &Descriptor, signer: Signer) {
         let key = match signer {
-            Signer::Trusted => Some(&self.trusted),
-            Signer::Untrusted => Some(&self.untrusted),
-            Signer::Unsigned => None,
+            Signer::Trusted => &self.trusted,
+            Signer::Untrusted => &self.untrusted,
+            Signer::Unsigned => return,
         };
+        let target = Reference::parse(&format!("{}:{tag}", self.repo(repo))).unwrap();
+        sign_descriptor(
+            &self.client,
+            &target,
+            descriptor,
+            key,
+            SignatureFormat::Both,
+        )
+        .unwrap();
+    }
+
+    /// Pushes a built test object to `repo:tag`, unsigned; returns its manifest descriptor.
+    pub fn push(&self, object: &str, repo: &str, tag: &str) -> Descriptor {
         let bytes = super::object(object);
         let inspection = bpfship_trust::content::inspect(&bytes, None).unwrap();
         let target = Reference::parse(&format!("{}:{tag}", self.repo(repo))).unwrap();
@@ -113,17 +145,7 @@ impl Harness {
             None,
         )
         .unwrap();
-        if let Some(k) = key {
-            sign_descriptor(
-                &self.client,
-                &target,
-                &published.descriptor,
-                k,
-                SignatureFormat::Both,
-            )
-            .unwrap();
-        }
-        published.descriptor.digest
+        published.descriptor
     }
 
     /// Removes every deployment from the configuration (the agent must then clean up).
@@ -134,20 +156,7 @@ impl Harness {
     }
 
     pub fn start_agent(&mut self) {
-        assert!(self.agent.is_none());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("agent.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_bpfship-agent"))
-            .arg("--config")
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("agent starts");
+        let child = self.spawn_agent(&[]);
         self.agent = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         let answering = |h: &Self| {
@@ -156,6 +165,7 @@ impl Harness {
                 &Request {
                     command: RequestKind::Status,
                     deployment: None,
+                    digest: None,
                 },
             )
             .is_ok()
@@ -172,6 +182,25 @@ impl Harness {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Starts the agent binary with extra environment, logging to `agent.log`.
+    pub fn spawn_agent(&self, env: &[(&str, &str)]) -> Child {
+        assert!(self.agent.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_bpfship-agent"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("agent starts")
     }
 
     /// SIGKILL: no chance to clean up, as in a crash.
@@ -200,6 +229,20 @@ impl Harness {
         command: &str,
         deployment: Option<&str>,
     ) -> Result<serde_json::Value, String> {
+        self.send(command, deployment, None)
+    }
+
+    /// `bpfship agent pin DEPLOYMENT DIGEST`.
+    pub fn pin(&self, deployment: &str, digest: &str) -> Result<serde_json::Value, String> {
+        self.send("pin", Some(deployment), Some(digest))
+    }
+
+    fn send(
+        &self,
+        command: &str,
+        deployment: Option<&str>,
+        digest: Option<&str>,
+    ) -> Result<serde_json::Value, String> {
         let command = serde_json::from_value(serde_json::Value::from(command))
             .map_err(|e| format!("{command}: {e}"))?;
         let r = request(
@@ -207,6 +250,7 @@ impl Harness {
             &Request {
                 command,
                 deployment: deployment.map(str::to_owned),
+                digest: digest.map(str::to_owned),
             },
         )
         .map_err(|e| e.to_string())?;
@@ -287,6 +331,21 @@ impl Drop for Harness {
         }
         let _ = std::fs::remove_dir_all(&self.pin_root);
     }
+}
+
+/// A policy trusting exactly `keys` for every loopback repository, with the eBPF rules the
+/// scenarios need.
+fn write_policy(dir: &Path, keys: &[&PrivateKey]) {
+    let pems: Vec<String> = keys
+        .iter()
+        .map(|k| format!("\"\"\"\n{}\"\"\"", k.public_key().to_pem()))
+        .collect();
+    let policy = format!(
+        "version = 1\n[[trust]]\nrepositories = [\"127.0.0.1:*/**\"]\nkeys = [{}]\n\
+         [ebpf]\nallowed_program_types = [\"xdp\", \"sched_cls\", \"tracepoint\", \"kprobe\"]\nrequire_btf = true\n",
+        pems.join(", ")
+    );
+    std::fs::write(dir.join("policy.toml"), policy).unwrap();
 }
 
 /// Loaded programs whose kernel name is `name`.

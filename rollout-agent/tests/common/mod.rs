@@ -221,3 +221,28 @@ impl Drop for UdpCounter {
         }
     }
 }
+
+/// The scenarios count programs loaded in the kernel: they run one at a time (other test
+/// binaries are kept out by the shared flock).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The reason status gives for rejecting `digest` for good, if it does.
+pub fn rejected(s: &serde_json::Value, digest: &str) -> Option<String> {
+    s["rejected"]
+        .as_array()?
+        .iter()
+        .find(|r| r["digest"] == digest)
+        .map(|r| r["reason"].as_str().unwrap_or_default().to_string())
+}
+
+/// Why `digest` awaits a valid signature, if it does.
+pub fn awaiting(s: &serde_json::Value, digest: &str) -> Option<String> {
+    s["awaiting_signature"]
+        .as_array()?
+        .iter()
+        .find(|r| r["digest"] == digest)
+        .map(|r| r["reason"].as_str().unwrap_or_default().to_string())
+}
