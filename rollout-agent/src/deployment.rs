@@ -461,10 +461,7 @@ impl Deployment {
         let seen = Instant::now();
         self.publish(&format!("verifying {digest}"));
         let by_digest = self.reference.with_digest(digest);
-        let trust = TrustSource {
-            keys: &[],
-            policy: Some(&self.ctx.policy),
-        };
+        let trust = TrustSource::policy(&self.ctx.policy);
         let verified = match trust_verify::verify(&self.ctx.client, &by_digest, trust) {
             Ok(v) => v,
             Err(VerifyError::Registry(e)) => return self.registry_unavailable(&e),

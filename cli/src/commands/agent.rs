@@ -63,46 +63,46 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
         _ => {
             for d in &response.deployments {
                 let s = |k: &str| d[k].as_str().unwrap_or("-").to_string();
-                println!("{} ({})", s("name"), s("hook"));
-                println!("  artifact:  {}", s("artifact"));
-                println!("  phase:     {}", s("phase"));
-                println!("  stable:    {}", s("stable"));
+                outln!("{} ({})", s("name"), s("hook"))?;
+                outln!("  artifact:  {}", s("artifact"))?;
+                outln!("  phase:     {}", s("phase"))?;
+                outln!("  stable:    {}", s("stable"))?;
                 if !d["canary"].is_null() {
-                    println!(
+                    outln!(
                         "  canary:    {} at {}% (step {} of {}, split {})",
                         s("canary"),
                         d["canary_percent"],
                         d["step"].as_u64().map_or(0, |x| x + 1),
                         d["steps"],
                         s("split")
-                    );
+                    )?;
                 }
                 if !d["previous"].is_null() {
-                    println!("  previous:  {} (kept for rollback)", s("previous"));
+                    outln!("  previous:  {} (kept for rollback)", s("previous"))?;
                 }
-                println!("  registry:  {}", s("registry"));
+                outln!("  registry:  {}", s("registry"))?;
                 if let Some(v) = d["last_verification"].as_object() {
-                    println!(
+                    outln!(
                         "  verified:  {} {} — {}",
                         v["digest"].as_str().unwrap_or("-"),
                         if v["ok"] == true { "ok" } else { "REFUSED" },
                         v["detail"].as_str().unwrap_or("")
-                    );
+                    )?;
                 }
                 for r in d["rejected"].as_array().into_iter().flatten() {
-                    println!(
+                    outln!(
                         "  rejected:  {} — {}",
                         r["digest"].as_str().unwrap_or("-"),
                         r["reason"].as_str().unwrap_or("")
-                    );
+                    )?;
                 }
                 if let Some(log) = d["verifier_log"].as_str() {
-                    println!("  verifier log (tail):");
+                    outln!("  verifier log (tail):")?;
                     for l in log.lines() {
-                        println!("    {l}");
+                        outln!("    {l}")?;
                     }
                 }
-                println!("  message:   {}", s("message"));
+                outln!("  message:   {}", s("message"))?;
             }
         }
     }

@@ -20,14 +20,18 @@ pub const PASSWORD: &str = "bpfship-test-password";
 #[macro_export]
 macro_rules! registry_or_skip {
     () => {
-        match bpfship_registry::testing::TestRegistry::start() {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("SKIP: {e}");
-                return;
-            }
+        match common::registry() {
+            Some(r) => r,
+            None => return,
         }
     };
+}
+
+/// Starts a plain-HTTP `TestRegistry`; `None` with `SKIP: why` printed when it cannot.
+pub fn registry() -> Option<bpfship_registry::testing::TestRegistry> {
+    bpfship_registry::testing::TestRegistry::start()
+        .inspect_err(|e| eprintln!("SKIP: {e}"))
+        .ok()
 }
 
 /// The bytes of a built eBPF test object, or prints `SKIP: why` and returns from the test.
