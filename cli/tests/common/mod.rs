@@ -64,7 +64,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(out: Output) -> Self {
+    pub fn from(out: Output) -> Self {
         use std::os::unix::process::ExitStatusExt as _;
         if let Some(sig) = out.status.signal() {
             panic!(
