@@ -455,6 +455,54 @@ mod tests {
     }
 
     #[test]
+    fn signed_identity_forms() {
+        let p = Path::new("p.toml");
+        let rule = |extra: &str| {
+            Policy::from_toml(
+                &format!(
+                    "[[trust]]\nrepositories = [\"m:5000/**\"]\nallow_unsigned = true\n{extra}"
+                ),
+                p,
+            )
+            .map(|p| p.rules.trust[0].clone())
+        };
+        assert_eq!(
+            rule("").unwrap().signed_identity,
+            SignedIdentity::MatchRepository
+        );
+        assert_eq!(
+            rule("signed_identity = \"match_repository\"")
+                .unwrap()
+                .signed_identity,
+            SignedIdentity::MatchRepository
+        );
+        let r = rule("signed_identity = { remap = { prefix = \"m:5000/acme\", signed_prefix = \"ghcr.io/acme\" } }\naccept_digest_only_bundles = true").unwrap();
+        assert_eq!(
+            r.signed_identity,
+            SignedIdentity::Remap {
+                prefix: "m:5000/acme".into(),
+                signed_prefix: "ghcr.io/acme".into()
+            }
+        );
+        assert!(r.accept_digest_only_bundles);
+        let e = rule("signed_identity = { remap = { prefix = \"m:5000/acme/\", signed_prefix = \"ghcr.io\" } }")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("trust[0].signed_identity.remap.prefix"), "{e}");
+        assert!(rule("signed_identity = \"exact\"").is_err());
+        let long = format!(
+            "[[trust]]\nrepositories = [\"{}\"]\nallow_unsigned = true\n",
+            "a".repeat(300)
+        );
+        assert!(
+            Policy::from_toml(&long, p)
+                .unwrap_err()
+                .to_string()
+                .contains("longer than 256")
+        );
+    }
+
+    #[test]
     fn digest_ignores_formatting_but_not_rules() {
         let p = Path::new("p.toml");
         let a = Policy::from_toml("[ebpf]\nmax_instructions = 10\n", p).unwrap();
