@@ -30,6 +30,12 @@ impl Failure {
             Failure::Reported(inner) => (*inner, true),
             other => (other, false),
         };
+        if let Failure::Rejected(e) | Failure::Error(e) = &inner
+            && is_broken_pipe(e)
+        {
+            // The reader stopped reading (`bpfship … | head`): nothing more to say, as ripgrep.
+            return ExitCode::SUCCESS;
+        }
         let (code, err, kind) = match inner {
             Failure::Rejected(e) => (1, e, "rejected"),
             Failure::Error(e) => (2, e, "error"),
@@ -38,11 +44,26 @@ impl Failure {
         let message = one_line(&err);
         if out == OutputFormat::Json && !printed {
             let v = serde_json::json!({ "ok": false, "kind": kind, "error": message });
-            println!("{v}");
+            let _ = outln!("{v}");
         }
         eprintln!("bpfship: {message}");
         ExitCode::from(code)
     }
+}
+
+/// True when `err` comes from writing to a pipe whose reader has gone (EPIPE).
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
+            .or_else(|| {
+                cause
+                    .downcast_ref::<serde_json::Error>()
+                    .and_then(serde_json::Error::io_error_kind)
+            })
+            == Some(std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Shorthand for command results.

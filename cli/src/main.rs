@@ -5,11 +5,12 @@
 //! Exit codes: 0 valid/verified, 1 invalid, refused by policy or failed verification, 2 usage or
 //! I/O error.
 
+#[macro_use]
+mod output;
 mod commands;
 mod exit;
 mod input_file;
 mod keys;
-mod output;
 mod registry_args;
 mod render;
 mod sarif;

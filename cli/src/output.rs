@@ -1,4 +1,6 @@
-//! Output formats shared by every command.
+//! Output formats shared by every command, and the macros that print to stdout: unlike
+//! `println!`, they return the write error (a reader that closed the pipe ends the command quietly
+//! with exit 0, see `exit::is_broken_pipe`) instead of panicking.
 
 use serde::Serialize;
 
@@ -20,4 +22,20 @@ pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     writeln!(stdout)?;
     stdout.flush()?;
     Ok(())
+}
+
+/// `print!` to stdout returning `io::Result<()>`.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
+/// `println!` to stdout returning `io::Result<()>`.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
 }

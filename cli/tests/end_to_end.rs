@@ -373,6 +373,40 @@ fn validate_refuses_forbidden_helper_under_policy() {
     .rejected_with("nothing pushed");
 }
 
+/// Issue 7 item 7: the forbidden helpers hidden in functions the programs call (a static function
+/// in the program's own section, a chain through `.text`) are found by `validate --policy`, and
+/// `push --policy` refuses the object.
+#[test]
+fn helpers_hidden_in_called_functions_are_refused() {
+    let hidden = object_or_skip!("hidden_helper");
+    let w = Work::new();
+    let bad = w.write("hidden_helper.o", &hidden);
+    let policy = w.write(
+        "policy.toml",
+        b"version = 1\n[ebpf]\nforbidden_helpers = [\"bpf_probe_write_user\", \"bpf_send_signal\"]\n",
+    );
+    let r = w
+        .run(["validate", "--policy", s(&policy), s(&bad)])
+        .expect(1);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    for expected in [
+        "program signal_back calls forbidden helper bpf_send_signal",
+        "program write_back calls forbidden helper bpf_probe_write_user",
+        "program unknown_id calls helper id 9999",
+    ] {
+        assert!(all.contains(expected), "{expected}: {all}");
+    }
+    assert!(!all.contains("program innocent calls forbidden"), "{all}");
+    w.run([
+        "push",
+        "--policy",
+        s(&policy),
+        s(&bad),
+        "127.0.0.1:9/x/y:v1",
+    ])
+    .rejected_with("nothing pushed");
+}
+
 #[test]
 fn shipped_policies_load() {
     let xdp = object_or_skip!("xdp_pass");

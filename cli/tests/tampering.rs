@@ -31,13 +31,7 @@ impl Pushed {
     /// Pushes `xdp_pass.o` signed with `--signature-format format`; `None` (SKIP printed) when the
     /// registry or clang is missing.
     fn new(format: &str) -> Option<Self> {
-        let reg = match TestRegistry::start() {
-            Ok(r) => r,
-            Err(e) => {
-                bpfship_test_support::skip(bpfship_test_support::Missing::Setup(e));
-                return None;
-            }
-        };
+        let reg = common::registry()?;
         let xdp = common::object("xdp_pass")?;
         let w = Work::new();
         let (key, public) = w.key_pair("release");

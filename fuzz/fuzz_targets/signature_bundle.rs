@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => {
             // An arbitrary signature text over a fixed payload.
-            let payload = bpfship_verifier::signature::simple_signing_payload("r/x", DIGEST);
+            let payload = bpfship_verifier::signature::simple_signing_payload("r/x", DIGEST, None);
             let signature = String::from_utf8_lossy(rest);
             assert!(verify_simple_signing(&public, &payload, &signature, DIGEST).is_err());
         }

@@ -483,13 +483,7 @@ impl Deployment {
         // Re-pointing the tag at a digest promoted before is a downgrade anyone with push
         // access can do: refused unless the operator chose that digest (a pin, or a config
         // that names the digest).
-        let chosen = self.state.pinned.as_deref() == Some(target.as_str())
-            || self.reference.digest.is_some();
-        if !chosen && let Err(downgrade) = self.state.history.check(&target, None) {
-            let reason = format!(
-                "{downgrade}; `bpfship agent pin {} {target}` to go back deliberately",
-                self.spec.name
-            );
+        if let Err(reason) = self.downgrade_check(&target, None) {
             return self.reject(&target, "downgrade_refused", &reason);
         }
         let bucket = fleet_bucket(&self.salt, &self.ctx.host_id);
@@ -513,6 +507,25 @@ impl Deployment {
         }
         self.take(&target);
         release_freed_memory();
+    }
+
+    /// Refuses a digest promoted before, or a signed version below one promoted before, unless
+    /// the operator chose that digest (a pin, or a config that names the digest).
+    fn downgrade_check(&self, digest: &str, version: Option<u64>) -> Result<(), String> {
+        let chosen =
+            self.state.pinned.as_deref() == Some(digest) || self.reference.digest.is_some();
+        if chosen {
+            return Ok(());
+        }
+        self.state
+            .history
+            .check(digest, version)
+            .map_err(|downgrade| {
+                format!(
+                    "{downgrade}; `bpfship agent pin {} {digest}` to go back deliberately",
+                    self.spec.name
+                )
+            })
     }
 
     fn reject(&mut self, digest: &str, action: &str, reason: &str) {
@@ -540,10 +553,7 @@ impl Deployment {
         self.publish(&format!("verifying {digest}"));
         let by_digest = self.reference.with_digest(digest);
         let policy = self.ctx.policy.current();
-        let trust = TrustSource {
-            keys: &[],
-            policy: Some(&policy),
-        };
+        let trust = TrustSource::policy(&policy);
         let verified = match trust_verify::verify(&self.ctx.client, &by_digest, trust) {
             Ok(v) => v,
             Err(VerifyError::Registry(e)) => return self.registry_unavailable(&e),
@@ -572,6 +582,11 @@ impl Deployment {
             Err(e) => return self.reject(digest, "refused", &e.to_string()),
         };
         self.awaiting.settled(digest);
+        // The signed version is known only now: a release signed with a lower version than one
+        // promoted before is a downgrade too, whatever its digest.
+        if let Err(reason) = self.downgrade_check(digest, verified.version) {
+            return self.reject(digest, "downgrade_refused", &reason);
+        }
         let content = match trust_verify::fetch_content(&self.ctx.client, &verified, Some(&policy))
         {
             Ok(c) => c,
@@ -655,7 +670,7 @@ impl Deployment {
                 .map(|s| s.key_hint.clone())
                 .collect(),
             signatures: Some(material),
-            version: None,
+            version: verified.version,
         };
         let prog = match self
             .hook

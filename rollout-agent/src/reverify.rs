@@ -71,12 +71,13 @@ mod tests {
         let (a, b) = (PrivateKey::generate(), PrivateKey::generate());
         let digest = format!("sha256:{}", "3".repeat(64));
         let repo = Reference::parse("example.org/team/prog:stable").unwrap();
-        let payload = simple_signing_payload("example.org/team/prog", &digest);
+        let payload = simple_signing_payload("example.org/team/prog", &digest, None);
         let signature = base64::engine::general_purpose::STANDARD.encode(a.sign(&payload));
         let verified = VerifiedSignature {
             layout: "legacy",
             key_hint: a.public_key().hint(),
             docker_reference: Some("example.org/team/prog".into()),
+            version: None,
             material: SignatureMaterial::Legacy { payload, signature },
         };
         let stored = store_material(&store, &[verified], "edge").unwrap();

@@ -91,6 +91,49 @@ fn a_tag_re_pointed_at_an_older_signed_digest_is_refused_until_pinned() {
     assert!(e.contains("not a sha256"), "{e}");
 }
 
+/// A new digest whose signature carries a lower release version than the one running (an old
+/// build re-pushed, or a build signed from an old branch) is a downgrade too: refused without a
+/// canary; a higher version is taken.
+#[test]
+fn a_lower_signed_version_is_refused_whatever_its_digest() {
+    if !common::can_use_kernel("a_lower_signed_version_is_refused_whatever_its_digest") {
+        return;
+    }
+    let _serial = serial();
+    let veth = VethPair::create("at5", 244);
+    let mut h = Harness::new("ver", &deployment("ver", "agent/ver", &veth.host));
+    let v5 = h.push("v1", "agent/ver", "stable");
+    h.sign_version("agent/ver", "stable", &v5, 5);
+    h.start_agent();
+    let s = h.wait_for("version 5 stable", 20 * SEC, |s| {
+        s["stable"] == v5.digest.as_str()
+    });
+    assert_eq!(s["history"][0]["version"], 5, "{s}");
+
+    // A digest never seen before, validly signed, but as release 3.
+    let v3 = h.push("v2", "agent/ver", "stable");
+    h.sign_version("agent/ver", "stable", &v3, 3);
+    let s = h.wait_for("lower version refused", 15 * SEC, |s| {
+        rejected(s, &v3.digest).is_some()
+    });
+    let reason = rejected(&s, &v3.digest).unwrap();
+    assert!(reason.contains("version 3"), "{reason}");
+    assert_eq!(
+        s["stable"],
+        v5.digest.as_str(),
+        "the stable version keeps running"
+    );
+    assert_eq!(audited(&h, "canary", &v3.digest), 0);
+    assert_eq!(audited(&h, "downgrade_refused", &v3.digest), 1);
+
+    // Release 6 goes ahead.
+    let v6 = h.push("v4", "agent/ver", "stable");
+    h.sign_version("agent/ver", "stable", &v6, 6);
+    h.wait_for("version 6 promoted", 20 * SEC, |s| {
+        s["stable"] == v6.digest.as_str() && s["phase"] == "stable"
+    });
+}
+
 /// A bogus signature pushed before the real one — by the untrusted key, in a bundle whose key
 /// hint is 300 KB of escape sequences — does not block the release: the digest waits (visible in
 /// status), the real signature follows, and it is canaried and promoted. The hostile hint
@@ -109,12 +152,18 @@ fn a_bogus_signature_racing_the_signer_does_not_block_the_release() {
 
     let v2 = h.push("v2", "agent/race", "stable");
     h.sign("agent/race", "stable", &v2, Signer::Untrusted);
-    let bogus = bpfship_verifier::bundle::sign_image(&h.untrusted, &v2.digest).unwrap();
+    let repo =
+        bpfship_registry::Reference::parse(&format!("{}:stable", h.repo("agent/race"))).unwrap();
+    let bogus = bpfship_verifier::bundle::sign_image(
+        &h.untrusted,
+        &v2.digest,
+        &repo.repository_path(),
+        None,
+    )
+    .unwrap();
     let mut json: serde_json::Value = serde_json::from_slice(&bogus.to_json()).unwrap();
     let hostile = format!("\u{1b}]0;owned\u{7}\n{}", "A".repeat(300_000));
     json["verificationMaterial"]["publicKey"]["hint"] = hostile.into();
-    let repo =
-        bpfship_registry::Reference::parse(&format!("{}:stable", h.repo("agent/race"))).unwrap();
     bpfship_registry::signatures::push_bundle(
         &h.client,
         &repo,

@@ -10,12 +10,13 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bpfship_registry::Reference;
 use bpfship_verifier::bundle::Bundle;
-use bpfship_verifier::keys::PublicKey;
 use bpfship_verifier::policy::Policy;
 use bpfship_verifier::signature::verify_simple_signing;
 use serde::{Deserialize, Serialize};
 
-use crate::verify::{TrustSource, VerifiedSignature, VerifyError, trusted_keys};
+use crate::verify::{
+    TrustSource, Trusted, VerifiedSignature, VerifyError, check_identity, trusted_keys,
+};
 
 /// The bytes one signature was verified from: enough to verify it again offline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,22 +46,28 @@ mod b64 {
     }
 }
 
-/// Judges one legacy signature of `digest` against `keys`: the first key that verifies it, or
-/// why none did.
+/// Judges one legacy signature of `digest` against the trusted keys, and the repository it
+/// names against `repository` by the trust rule: the first key that verifies it, or why none
+/// did.
 pub(crate) fn judge_legacy(
     payload: &[u8],
     signature: &str,
-    keys: &[PublicKey],
+    trusted: &Trusted,
+    repository: &str,
     digest: &str,
 ) -> Result<VerifiedSignature, String> {
     let mut last = "no trusted key".to_string();
-    for key in keys {
+    for key in &trusted.keys {
         match verify_simple_signing(key, payload, signature, digest) {
             Ok(v) => {
+                let docker_reference =
+                    check_identity(&trusted.rule, repository, &[v.docker_reference])
+                        .map_err(|e| format!("legacy signature: {e}"))?;
                 return Ok(VerifiedSignature {
                     layout: "legacy",
                     key_hint: v.key_hint,
-                    docker_reference: Some(v.docker_reference),
+                    docker_reference,
+                    version: v.version,
                     material: SignatureMaterial::Legacy {
                         payload: payload.to_vec(),
                         signature: signature.to_owned(),
@@ -73,21 +80,25 @@ pub(crate) fn judge_legacy(
     Err(format!("legacy signature: {last}"))
 }
 
-/// Judges one sigstore bundle of `digest` against `keys`.
+/// Judges one sigstore bundle of `digest` against the trusted keys and the trust rule.
 pub(crate) fn judge_bundle(
     raw: &[u8],
-    keys: &[PublicKey],
+    trusted: &Trusted,
+    repository: &str,
     digest: &str,
 ) -> Result<VerifiedSignature, String> {
     let parsed = Bundle::parse(raw).map_err(|e| format!("bundle: {e}"))?;
     let mut last = "no trusted key".to_string();
-    for key in keys {
+    for key in &trusted.keys {
         match parsed.verify_image(key, digest) {
             Ok(v) => {
+                let docker_reference = check_identity(&trusted.rule, repository, &v.repositories)
+                    .map_err(|e| format!("bundle: {e}"))?;
                 return Ok(VerifiedSignature {
                     layout: "bundle",
                     key_hint: v.key_hint,
-                    docker_reference: None,
+                    docker_reference,
+                    version: v.version,
                     material: SignatureMaterial::Bundle {
                         bundle: raw.to_vec(),
                     },
@@ -108,28 +119,26 @@ pub fn reverify(
     material: &[SignatureMaterial],
     policy: &Policy,
 ) -> Result<Vec<VerifiedSignature>, VerifyError> {
-    let (keys, allow_unsigned) = trusted_keys(
-        repository,
-        TrustSource {
-            keys: &[],
-            policy: Some(policy),
-        },
-    )?;
+    let trusted = trusted_keys(repository, TrustSource::policy(policy))?;
+    let repository_path = repository.repository_path();
     let mut signatures = Vec::new();
     let mut reasons = Vec::new();
     for m in material {
         let judged = match m {
             SignatureMaterial::Legacy { payload, signature } => {
-                judge_legacy(payload, signature, &keys, digest)
+                judge_legacy(payload, signature, &trusted, &repository_path, digest)
             }
-            SignatureMaterial::Bundle { bundle } => judge_bundle(bundle, &keys, digest),
+            SignatureMaterial::Bundle { bundle } => {
+                judge_bundle(bundle, &trusted, &repository_path, digest)
+            }
         };
         match judged {
             Ok(v) => signatures.push(v),
             Err(e) => reasons.push(e),
         }
     }
-    if signatures.is_empty() && !allow_unsigned {
+    // As at the registry: allow_unsigned covers content that had no signature at all.
+    if signatures.is_empty() && !(trusted.allow_unsigned && material.is_empty()) {
         let reference = format!("{}@{digest}", repository.repository_path());
         return Err(if material.is_empty() {
             VerifyError::Unsigned {
@@ -166,7 +175,7 @@ mod tests {
         let (a, b) = (PrivateKey::generate(), PrivateKey::generate());
         let digest = format!("sha256:{}", "1".repeat(64));
         let repo = Reference::parse(&format!("example.org/team/prog@{digest}")).unwrap();
-        let payload = simple_signing_payload("example.org/team/prog", &digest);
+        let payload = simple_signing_payload("example.org/team/prog", &digest, None);
         let material = vec![SignatureMaterial::Legacy {
             signature: B64.encode(a.sign(&payload)),
             payload,

@@ -22,6 +22,24 @@ pub enum SignatureFormat {
     Both,
 }
 
+/// How to sign: the layouts, and the monotonic version to sign into them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignOptions {
+    pub format: SignatureFormat,
+    /// A release version signed into both layouts (`dev.bpfship.version`): the agent refuses to go
+    /// back to a lower one.
+    pub version: Option<u64>,
+}
+
+impl From<SignatureFormat> for SignOptions {
+    fn from(format: SignatureFormat) -> Self {
+        Self {
+            format,
+            version: None,
+        }
+    }
+}
+
 /// What signing wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct Signed {
@@ -33,6 +51,9 @@ pub struct Signed {
     pub legacy: Option<String>,
     /// The bundle referrer manifest written, if any.
     pub bundle: Option<String>,
+    /// The signed version, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 /// Why signing failed.
@@ -44,26 +65,30 @@ pub enum SignError {
     Bundle(#[from] BundleError),
 }
 
-/// Signs the manifest `subject` (already resolved: never a tag) in `repo`.
+/// Signs the manifest `subject` (already resolved: never a tag) in `repo`, for `repo`: both
+/// layouts name the repository, so a copy elsewhere does not verify there.
 pub fn sign_descriptor(
     client: &Client,
     repo: &Reference,
     subject: &Descriptor,
     key: &PrivateKey,
-    format: SignatureFormat,
+    options: impl Into<SignOptions>,
 ) -> Result<Signed, SignError> {
+    let SignOptions { format, version } = options.into();
+    let repository = repo.repository_path();
     let mut out = Signed {
         reference: format!("{}@{}", repo.repository_path(), subject.digest),
         digest: subject.digest.clone(),
         key_hint: key.public_key().hint(),
         legacy: None,
         bundle: None,
+        version,
     };
     let legacy = || -> Result<Option<String>, SignError> {
         if !matches!(format, SignatureFormat::Legacy | SignatureFormat::Both) {
             return Ok(None);
         }
-        let payload = simple_signing_payload(&repo.repository_path(), &subject.digest);
+        let payload = simple_signing_payload(&repository, &subject.digest, version);
         let signature = B64.encode(key.sign(&payload));
         Ok(Some(
             push_legacy(client, repo, &subject.digest, &payload, &signature)?.digest,
@@ -73,7 +98,7 @@ pub fn sign_descriptor(
         if !matches!(format, SignatureFormat::Bundle | SignatureFormat::Both) {
             return Ok(None);
         }
-        let b = bundle::sign_image(key, &subject.digest)?;
+        let b = bundle::sign_image(key, &subject.digest, &repository, version)?;
         Ok(Some(
             push_bundle(
                 client,
@@ -105,8 +130,8 @@ pub fn sign(
     client: &Client,
     reference: &Reference,
     key: &PrivateKey,
-    format: SignatureFormat,
+    options: impl Into<SignOptions>,
 ) -> Result<Signed, SignError> {
     let subject = client.resolve(reference)?;
-    sign_descriptor(client, reference, &subject, key, format)
+    sign_descriptor(client, reference, &subject, key, options)
 }

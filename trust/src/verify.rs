@@ -6,17 +6,60 @@ use bpfship_registry::artifact::{self, ArtifactError, ArtifactKind};
 use bpfship_registry::signatures::{fetch_bundles, fetch_legacy};
 use bpfship_registry::{Client, Descriptor, ImageManifest, Reference, RegistryError};
 use bpfship_verifier::keys::{KeyError, PublicKey};
-use bpfship_verifier::policy::Policy;
+use bpfship_verifier::policy::{Policy, SignedIdentity};
 use serde::Serialize;
 
 use crate::content::{self, ContentError, Inspection};
 use crate::offline::{SignatureMaterial, judge_bundle, judge_legacy};
 
 /// Whose signatures count: explicit keys (`--key`), or the policy's trust rule for the repository.
+///
+/// Explicit keys replace the policy's `[[trust]]` rules entirely for this verification (they are
+/// scoped to the one reference verified, not to repository patterns); `key_rule` says how their
+/// signatures are tied to that repository. Either way a signature must name the repository
+/// verified.
 #[derive(Debug, Clone, Copy)]
 pub struct TrustSource<'a> {
     pub keys: &'a [PublicKey],
+    pub key_rule: &'a KeyRule,
     pub policy: Option<&'a Policy>,
+}
+
+impl<'a> TrustSource<'a> {
+    /// Trust as the policy's `[[trust]]` rules say.
+    pub fn policy(policy: &'a Policy) -> Self {
+        Self {
+            keys: &[],
+            key_rule: &KeyRule::DEFAULT,
+            policy: Some(policy),
+        }
+    }
+}
+
+/// The identity rules for explicit keys: what a `[[trust]]` rule's `signed_identity` and
+/// `accept_digest_only_bundles` say for the policy's keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRule {
+    pub signed_identity: SignedIdentity,
+    pub accept_digest_only_bundles: bool,
+}
+
+impl KeyRule {
+    /// The signed repository must be the one verified; digest-only bundles do not count.
+    pub const DEFAULT: KeyRule = KeyRule {
+        signed_identity: SignedIdentity::MatchRepository,
+        accept_digest_only_bundles: false,
+    };
+}
+
+/// What decided which keys counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustBasis {
+    /// Keys given explicitly (`--key`), replacing the policy's `[[trust]]` rules.
+    ExplicitKeys,
+    /// The policy's `[[trust]]` entry with this index (0-based), the first matching the repository.
+    PolicyRule(usize),
 }
 
 /// One signature that verified.
@@ -25,12 +68,17 @@ pub struct VerifiedSignature {
     /// `legacy` (`.sig` tag) or `bundle` (sigstore bundle referrer).
     pub layout: &'static str,
     pub key_hint: String,
-    /// The repository the legacy payload names (bundles name only the digest).
+    /// The repository the signature names (legacy `docker-reference`, bundle subject name),
+    /// checked against the repository verified; absent for a digest-only bundle the trust rule
+    /// accepted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub docker_reference: Option<String>,
     /// What it was verified from, to store beside the content and verify again offline.
     #[serde(skip)]
     pub material: SignatureMaterial,
+    /// The signed monotonic version, when the signer set one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 /// A manifest whose signatures (or explicit unsigned allowance) were checked, by digest.
@@ -41,8 +89,15 @@ pub struct Verified {
     pub digest: String,
     pub media_type: String,
     pub signatures: Vec<VerifiedSignature>,
-    /// True when no signature verified but the policy explicitly allows unsigned artifacts.
+    /// The highest signed version among the signatures that verified (`push`/`sign --version`);
+    /// `None` when no verified signature carries one. The agent refuses to go below a version it
+    /// already ran.
+    pub version: Option<u64>,
+    /// True when the artifact has no signature at all and the policy explicitly allows unsigned
+    /// artifacts. Signatures that are present but fail are never treated as absent.
     pub unsigned_allowed: bool,
+    /// Which keys counted: explicit keys or a policy rule.
+    pub trust: TrustBasis,
     pub policy_digest: Option<String>,
     #[serde(skip)]
     pub manifest: ImageManifest,
@@ -101,28 +156,74 @@ pub enum VerifyError {
     },
 }
 
-/// The keys that count for `repo`, and whether unsigned is allowed there.
-pub(crate) fn trusted_keys(
-    repo: &Reference,
-    trust: TrustSource,
-) -> Result<(Vec<PublicKey>, bool), VerifyError> {
+/// The keys that count for a repository and the rules that come with them.
+pub(crate) struct Trusted {
+    pub(crate) keys: Vec<PublicKey>,
+    pub(crate) allow_unsigned: bool,
+    pub(crate) rule: KeyRule,
+    pub(crate) basis: TrustBasis,
+}
+
+/// The keys that count for `repo`, whether unsigned is allowed there, and how signatures must
+/// name it.
+pub(crate) fn trusted_keys(repo: &Reference, trust: TrustSource) -> Result<Trusted, VerifyError> {
     if !trust.keys.is_empty() {
-        return Ok((trust.keys.to_vec(), false));
+        return Ok(Trusted {
+            keys: trust.keys.to_vec(),
+            allow_unsigned: false,
+            rule: trust.key_rule.clone(),
+            basis: TrustBasis::ExplicitKeys,
+        });
     }
     let Some(policy) = trust.policy else {
         return Err(VerifyError::NoKeys);
     };
-    let rule = policy
-        .trust_for(&repo.repository_path())
-        .ok_or_else(|| VerifyError::Untrusted {
-            repository: repo.repository_path(),
-        })?;
+    let (index, rule) =
+        policy
+            .trust_for(&repo.repository_path())
+            .ok_or_else(|| VerifyError::Untrusted {
+                repository: repo.repository_path(),
+            })?;
     let keys = rule
         .keys
         .iter()
         .map(|pem| PublicKey::from_pem(pem.as_bytes()).map_err(VerifyError::PolicyKey))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((keys, rule.allow_unsigned))
+    Ok(Trusted {
+        keys,
+        allow_unsigned: rule.allow_unsigned,
+        rule: KeyRule {
+            signed_identity: rule.signed_identity.clone(),
+            accept_digest_only_bundles: rule.accept_digest_only_bundles,
+        },
+        basis: TrustBasis::PolicyRule(index),
+    })
+}
+
+/// Checks the repositories a verified signature names against the repository verified; returns
+/// the one that matched (`None`: a digest-only bundle the rule accepts).
+pub(crate) fn check_identity(
+    rule: &KeyRule,
+    repository: &str,
+    signed: &[String],
+) -> Result<Option<String>, String> {
+    if signed.is_empty() {
+        return if rule.accept_digest_only_bundles {
+            Ok(None)
+        } else {
+            Err("names only the digest, no repository (as cosign 3 writes bundles); the trust rule does not set accept_digest_only_bundles".into())
+        };
+    }
+    let mut first_error = None;
+    for name in signed {
+        match rule.signed_identity.check(repository, name) {
+            Ok(()) => return Ok(Some(name.clone())),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.map(|e| e.to_string()).unwrap_or_default())
 }
 
 /// Resolves `reference` once and verifies the manifest it names by digest.
@@ -131,26 +232,20 @@ pub fn verify(
     reference: &Reference,
     trust: TrustSource,
 ) -> Result<Verified, VerifyError> {
-    let (keys, allow_unsigned) = trusted_keys(reference, trust)?;
+    let trusted = trusted_keys(reference, trust)?;
     let descriptor = client.resolve(reference)?;
-    verify_digest(
-        client,
-        reference,
-        &descriptor,
-        &keys,
-        allow_unsigned,
-        trust.policy,
-    )
+    verify_digest(client, reference, &descriptor, &trusted, trust.policy)
 }
 
 fn verify_digest(
     client: &Client,
     repo: &Reference,
     descriptor: &Descriptor,
-    keys: &[PublicKey],
-    allow_unsigned: bool,
+    trusted: &Trusted,
     policy: Option<&Policy>,
 ) -> Result<Verified, VerifyError> {
+    let allow_unsigned = trusted.allow_unsigned;
+    let repository = repo.repository_path();
     let digest = descriptor.digest.as_str();
     let pinned = format!("{}@{digest}", repo.repository_path());
     let (manifest_bytes, media_type) = client.fetch_manifest(repo, digest)?;
@@ -173,17 +268,24 @@ fn verify_digest(
     let (legacy, bundles) = (legacy?, bundles?);
     let judged = legacy
         .iter()
-        .map(|sig| judge_legacy(&sig.payload, &sig.signature, keys, digest))
-        .chain(bundles.iter().map(|raw| judge_bundle(raw, keys, digest)));
+        .map(|sig| judge_legacy(&sig.payload, &sig.signature, trusted, &repository, digest))
+        .chain(
+            bundles
+                .iter()
+                .map(|raw| judge_bundle(raw, trusted, &repository, digest)),
+        );
     for j in judged {
         match j {
             Ok(v) => signatures.push(v),
             Err(e) => reasons.push(e),
         }
     }
-    let unsigned_allowed = signatures.is_empty() && allow_unsigned;
-    if signatures.is_empty() && !allow_unsigned {
-        return Err(if legacy.is_empty() && bundles.is_empty() {
+    // allow_unsigned covers artifacts with no signature at all: a signature that is there and
+    // fails (wrong key, other repository, tampered) is refused, never taken for absence.
+    let absent = legacy.is_empty() && bundles.is_empty();
+    let unsigned_allowed = signatures.is_empty() && allow_unsigned && absent;
+    if signatures.is_empty() && !unsigned_allowed {
+        return Err(if absent {
             VerifyError::Unsigned {
                 reference: pinned,
                 tag: bpfship_registry::signatures::legacy_tag(digest),
@@ -200,8 +302,10 @@ fn verify_digest(
         reference: pinned,
         digest: digest.to_owned(),
         media_type,
+        version: signatures.iter().filter_map(|s| s.version).max(),
         signatures,
         unsigned_allowed,
+        trust: trusted.basis,
         policy_digest: policy.map(|p| p.digest.clone()),
         manifest,
         repository: repo.with_digest(digest),
@@ -248,13 +352,14 @@ pub fn fetch_content(
     })
 }
 
-/// A file name with no directory parts, safe to write under an output directory.
+/// A file name with no directory parts and no control characters, safe to write under an output
+/// directory and to print.
 pub fn is_plain_file_name(name: &str) -> bool {
     !name.is_empty()
         && name != "."
         && name != ".."
         && !name.contains('/')
         && !name.contains('\\')
-        && !name.contains('\0')
+        && !name.chars().any(char::is_control)
         && name.len() <= 255
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::keys::{PrivateKey, PublicKey, SignatureError};
+use crate::signature::{VERSION_ANNOTATION, parse_version};
 
 /// Media type of bundles bpfship writes (and the OCI referrer's `artifactType`).
 pub const BUNDLE_MEDIA_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
@@ -41,6 +42,8 @@ pub enum BundleError {
         "bundle is signed with a certificate (keyless); verify it with a trusted root, not a key"
     )]
     Keyless,
+    #[error(transparent)]
+    Version(#[from] crate::signature::LegacySignatureError),
 }
 
 /// A sigstore bundle (the subset bpfship writes and reads; unknown fields are ignored on read).
@@ -114,6 +117,11 @@ pub struct VerifiedBundle {
     pub key_hint: String,
     /// `message_signature` or `dsse`.
     pub kind: &'static str,
+    /// Image bundles: the names of the statement's subjects that carry the digest (bpfship writes
+    /// the repository there); empty for a digest-only statement, as cosign 3 writes.
+    pub repositories: Vec<String>,
+    /// Image bundles: the predicate's signed [`VERSION_ANNOTATION`], when set.
+    pub version: Option<u64>,
 }
 
 fn key_material(key: &PublicKey) -> VerificationMaterial {
@@ -140,33 +148,49 @@ pub fn sign_blob(key: &PrivateKey, blob: &[u8]) -> Bundle {
     }
 }
 
-/// Signs an image manifest digest as cosign 3 does: DSSE over an in-toto Statement v1 with the
-/// cosign sign predicate type.
-pub fn sign_image(key: &PrivateKey, manifest_digest: &str) -> Result<Bundle, BundleError> {
+/// Signs an image manifest digest as cosign 3 does (DSSE over an in-toto Statement v1 with the
+/// cosign sign predicate type), and ties it to `repository`: the subject's `name` is the
+/// repository (`host/path`), as cosign's attestations name theirs. `version`, when given, is the
+/// predicate's [`VERSION_ANNOTATION`].
+pub fn sign_image(
+    key: &PrivateKey,
+    manifest_digest: &str,
+    repository: &str,
+    version: Option<u64>,
+) -> Result<Bundle, BundleError> {
     let hex = manifest_digest
         .strip_prefix("sha256:")
         .ok_or_else(|| BundleError::Malformed(format!("not a sha256 digest: {manifest_digest}")))?;
-    let statement = serde_json::json!({
+    let mut statement = serde_json::json!({
         "_type": IN_TOTO_STATEMENT_V1,
-        "subject": [{"digest": {"sha256": hex}, "annotations": {}}],
+        "subject": [{"name": repository, "digest": {"sha256": hex}, "annotations": {}}],
         "predicateType": COSIGN_SIGN_PREDICATE,
     });
+    if let Some(v) = version {
+        statement["predicate"] = serde_json::json!({ VERSION_ANNOTATION: v.to_string() });
+    }
     let payload =
         serde_json::to_vec(&statement).map_err(|e| BundleError::Malformed(e.to_string()))?;
-    let sig = key.sign(&pae(IN_TOTO_PAYLOAD_TYPE, &payload));
-    Ok(Bundle {
+    Ok(sign_statement(key, &payload))
+}
+
+/// A key-based bundle holding a DSSE envelope over `statement` (in-toto JSON bytes, signed as
+/// they are).
+pub fn sign_statement(key: &PrivateKey, statement: &[u8]) -> Bundle {
+    let sig = key.sign(&pae(IN_TOTO_PAYLOAD_TYPE, statement));
+    Bundle {
         media_type: BUNDLE_MEDIA_TYPE.into(),
         verification_material: key_material(&key.public_key()),
         message_signature: None,
         dsse_envelope: Some(DsseEnvelope {
-            payload: B64.encode(payload),
+            payload: B64.encode(statement),
             payload_type: IN_TOTO_PAYLOAD_TYPE.into(),
             signatures: vec![DsseSignature {
                 sig: B64.encode(sig),
                 keyid: String::new(),
             }],
         }),
-    })
+    }
 }
 
 /// DSSE pre-authentication encoding.
@@ -247,11 +271,14 @@ impl Bundle {
             digest: format!("sha256:{}", hex::encode(Sha256::digest(blob))),
             key_hint: key.hint(),
             kind: "message_signature",
+            repositories: Vec::new(),
+            version: None,
         })
     }
 
     /// Verifies an image bundle: key hint, the DSSE signature, and that the in-toto subject names
-    /// `fetched_digest`, the manifest actually fetched.
+    /// `fetched_digest`, the manifest actually fetched. The repositories it names (if any) are
+    /// returned for the caller to compare with the repository verified.
     pub fn verify_image(
         &self,
         key: &PublicKey,
@@ -292,10 +319,11 @@ impl Bundle {
         let fetched_hex = fetched_digest
             .strip_prefix("sha256:")
             .unwrap_or(fetched_digest);
-        if !subjects
+        let matching: Vec<&serde_json::Value> = subjects
             .iter()
-            .any(|s| s["digest"]["sha256"].as_str() == Some(fetched_hex))
-        {
+            .filter(|s| s["digest"]["sha256"].as_str() == Some(fetched_hex))
+            .collect();
+        if matching.is_empty() {
             let signed = subjects
                 .first()
                 .and_then(|s| s["digest"]["sha256"].as_str())
@@ -305,10 +333,22 @@ impl Bundle {
                 actual: fetched_digest.to_owned(),
             });
         }
+        let repositories = matching
+            .iter()
+            .filter_map(|s| s["name"].as_str())
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let version = statement["predicate"]
+            .get(VERSION_ANNOTATION)
+            .map(parse_version)
+            .transpose()?;
         Ok(VerifiedBundle {
             digest: fetched_digest.to_owned(),
             key_hint: key.hint(),
             kind: "dsse",
+            repositories,
+            version,
         })
     }
 }
@@ -343,10 +383,17 @@ mod tests {
     fn image_bundle_round_trip_and_failures() {
         let key = PrivateKey::generate();
         let d = format!("sha256:{}", "ab".repeat(32));
-        let b = sign_image(&key, &d).unwrap();
+        let b = sign_image(&key, &d, "reg:5000/team-a/xdp", Some(4)).unwrap();
         let json = String::from_utf8(b.to_json()).unwrap();
         assert!(json.starts_with(r#"{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","verificationMaterial":{"publicKey":{"hint":"#));
-        b.verify_image(&key.public_key(), &d).unwrap();
+        let v = b.verify_image(&key.public_key(), &d).unwrap();
+        assert_eq!(v.repositories, ["reg:5000/team-a/xdp"]);
+        assert_eq!(v.version, Some(4));
+        let v = sign_image(&key, &d, "", None)
+            .unwrap()
+            .verify_image(&key.public_key(), &d)
+            .unwrap();
+        assert!(v.repositories.is_empty() && v.version.is_none());
         assert!(matches!(
             b.verify_image(&key.public_key(), &format!("sha256:{}", "cd".repeat(32))),
             Err(BundleError::DigestMismatch { .. })

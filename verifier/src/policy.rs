@@ -71,9 +71,34 @@ pub struct TrustRule {
     /// After loading, always the PEM text.
     #[serde(default)]
     pub keys: Vec<String>,
-    /// Unsigned artifacts are denied unless this is explicitly true.
+    /// Artifacts with no signature at all are denied unless this is explicitly true. A signature
+    /// that is present but does not verify is never treated as absent: it is refused either way.
     #[serde(default)]
     pub allow_unsigned: bool,
+    /// Which repository a signature must name (legacy `docker-reference`, bundle subject name).
+    #[serde(default)]
+    pub signed_identity: SignedIdentity,
+    /// Accept sigstore bundles whose statement names only the digest (as cosign 3 writes them):
+    /// such a bundle vouches for the content wherever it is copied. Off unless explicitly true.
+    #[serde(default)]
+    pub accept_digest_only_bundles: bool,
+}
+
+/// How the repository a signature names is compared with the repository being verified.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SignedIdentity {
+    /// The signed repository must be the repository verified; tag and digest are ignored
+    /// (containers/image `matchRepository`; bpfship always verifies by digest).
+    #[default]
+    MatchRepository,
+    /// For mirrors: when the repository verified starts with `prefix` (at a `/` boundary), that
+    /// prefix is replaced by `signed_prefix` before the comparison (containers/image
+    /// `remapIdentity`); other repositories are compared unchanged.
+    Remap {
+        prefix: String,
+        signed_prefix: String,
+    },
 }
 
 /// eBPF rules. Empty lists and absent limits mean "no rule".
@@ -223,12 +248,13 @@ impl Policy {
         }
     }
 
-    /// The trust rule for `repository` (`host/path`), if any pattern matches it.
-    pub fn trust_for(&self, repository: &str) -> Option<&TrustRule> {
+    /// The trust rule for `repository` (`host/path`) and its index, if any pattern matches it.
+    pub fn trust_for(&self, repository: &str) -> Option<(usize, &TrustRule)> {
         self.rules
             .trust
             .iter()
-            .find(|rule| rule.repositories.iter().any(|p| glob_match(p, repository)))
+            .enumerate()
+            .find(|(_, rule)| rule.repositories.iter().any(|p| glob_match(p, repository)))
     }
 }
 
@@ -249,6 +275,36 @@ impl PolicyFile {
                     "trust[{i}] names no keys and does not allow unsigned artifacts"
                 ));
             }
+            if let Some(p) = rule.repositories.iter().find(|p| p.len() > MAX_PATTERN_LEN) {
+                return Err(format!(
+                    "trust[{i}].repositories: pattern of {} bytes is longer than {MAX_PATTERN_LEN}",
+                    p.len()
+                ));
+            }
+            if let SignedIdentity::Remap {
+                prefix,
+                signed_prefix,
+            } = &rule.signed_identity
+            {
+                for (field, p) in [("prefix", prefix), ("signed_prefix", signed_prefix)] {
+                    if !crate::identity::is_valid_prefix(p) {
+                        return Err(format!(
+                            "trust[{i}].signed_identity.remap.{field} {p:?} is not host[:port][/path] (no tag, digest or trailing /)"
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(p) = self
+            .wasm
+            .allowed_imports
+            .iter()
+            .find(|p| p.len() > MAX_PATTERN_LEN)
+        {
+            return Err(format!(
+                "wasm.allowed_imports: pattern of {} bytes is longer than {MAX_PATTERN_LEN}",
+                p.len()
+            ));
         }
         let steps = &self.rollout.steps;
         if steps.is_empty()
@@ -264,19 +320,93 @@ impl PolicyFile {
     }
 }
 
+/// Longest pattern a policy may hold.
+pub const MAX_PATTERN_LEN: usize = 256;
+/// Longest name a pattern is matched against (repository paths, `module::name` imports): a longer
+/// name matches no pattern. Repository references are at most 1024 bytes.
+pub const MAX_MATCHED_LEN: usize = 1024;
+
 /// Glob match where `*` matches any run of characters except `/`, and `**` matches anything.
+/// Runs in O(pattern × text) steps without backtracking, and refuses texts longer than
+/// [`MAX_MATCHED_LEN`].
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    fn go(p: &[u8], t: &[u8]) -> bool {
-        match p {
-            [] => t.is_empty(),
-            [b'*', b'*', rest @ ..] => (0..=t.len()).any(|i| go(rest, &t[i..])),
-            [b'*', rest @ ..] => (0..=t.len())
-                .take_while(|&i| i == 0 || t[i - 1] != b'/')
-                .any(|i| go(rest, &t[i..])),
-            [c, rest @ ..] => t.first() == Some(c) && go(rest, &t[1..]),
+    glob_match_counting(pattern, text).0
+}
+
+/// One pattern element.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Token {
+    Byte(u8),
+    /// `*`: any run of bytes other than `/`.
+    Star,
+    /// `**`: any run of bytes.
+    AnyStar,
+}
+
+/// [`glob_match`], and the number of (state, byte) steps the matcher took: a Thompson-style
+/// simulation over the set of pattern positions, so each text byte costs at most one step per
+/// pattern element.
+fn glob_match_counting(pattern: &str, text: &str) -> (bool, u64) {
+    if text.len() > MAX_MATCHED_LEN {
+        return (false, 0);
+    }
+    let p = pattern.as_bytes();
+    let mut tokens = Vec::with_capacity(p.len());
+    let mut i = 0;
+    while i < p.len() {
+        match p[i..] {
+            [b'*', b'*', ..] => {
+                tokens.push(Token::AnyStar);
+                i += 2;
+            }
+            [b'*', ..] => {
+                tokens.push(Token::Star);
+                i += 1;
+            }
+            [c, ..] => {
+                tokens.push(Token::Byte(c));
+                i += 1;
+            }
+            [] => unreachable!("i < p.len()"),
         }
     }
-    go(pattern.as_bytes(), text.as_bytes())
+    let n = tokens.len();
+    let mut steps = 0u64;
+    // `active[k]`: the text read so far can be matched by the first k tokens.
+    let mut active = vec![false; n + 1];
+    let mut next = vec![false; n + 1];
+    active[0] = true;
+    let close = |set: &mut [bool], steps: &mut u64| {
+        // A star may match nothing: position k reaches k + 1.
+        for k in 0..n {
+            *steps += 1;
+            if set[k] && !matches!(tokens[k], Token::Byte(_)) {
+                set[k + 1] = true;
+            }
+        }
+    };
+    close(&mut active, &mut steps);
+    for &c in text.as_bytes() {
+        next.iter_mut().for_each(|s| *s = false);
+        for k in 0..n {
+            steps += 1;
+            if !active[k] {
+                continue;
+            }
+            match tokens[k] {
+                Token::Byte(b) if b == c => next[k + 1] = true,
+                Token::Byte(_) => {}
+                Token::Star if c == b'/' => {}
+                Token::Star | Token::AnyStar => next[k] = true,
+            }
+        }
+        close(&mut next, &mut steps);
+        std::mem::swap(&mut active, &mut next);
+        if !active.contains(&true) {
+            break;
+        }
+    }
+    (active[n], steps)
 }
 
 #[cfg(test)]
@@ -290,6 +420,86 @@ mod tests {
         assert!(glob_match("ghcr.io/acme/**", "ghcr.io/acme/net/xdp"));
         assert!(glob_match("**", "anything/at/all"));
         assert!(!glob_match("ghcr.io/acme", "ghcr.io/acme2"));
+        assert!(glob_match("a*b*c", "aXbYc"));
+        assert!(!glob_match("a*b*c", "aXb/c"));
+        assert!(glob_match("a**c", "aX/b/c"));
+        assert!(glob_match("*", ""));
+        assert!(!glob_match("", "x"));
+        assert!(glob_match("wasi::*", "wasi::fd_write"));
+        assert!(!glob_match("**", &"a".repeat(MAX_MATCHED_LEN + 1)));
+    }
+
+    /// The backtracking matcher took 100 s of CPU for `*a*a*a*b` against a long name: the
+    /// simulation's steps are bounded by (pattern + 1) × (text + 1) × 2, whatever the input.
+    #[test]
+    fn adversarial_patterns_match_in_linear_steps() {
+        for (pattern, text) in [
+            ("*a*a*a*b".to_owned(), "a".repeat(MAX_MATCHED_LEN)),
+            ("**a**a**a**a**a**b".to_owned(), "a".repeat(MAX_MATCHED_LEN)),
+            (
+                "*".repeat(MAX_PATTERN_LEN / 2) + "b",
+                "a".repeat(MAX_MATCHED_LEN),
+            ),
+            (
+                "ghcr.io/*a*a*a*a*a*a*a*a*b".to_owned(),
+                format!("ghcr.io/{}", "a".repeat(1000)),
+            ),
+        ] {
+            let (matched, steps) = glob_match_counting(&pattern, &text);
+            assert!(!matched, "{pattern}");
+            let bound = (pattern.len() as u64 + 1) * (text.len() as u64 + 1) * 2;
+            assert!(steps <= bound, "{pattern}: {steps} steps, bound {bound}");
+        }
+        let (matched, _) = glob_match_counting("*a*a*a*b", &("a".repeat(1000) + "b"));
+        assert!(matched);
+    }
+
+    #[test]
+    fn signed_identity_forms() {
+        let p = Path::new("p.toml");
+        let rule = |extra: &str| {
+            Policy::from_toml(
+                &format!(
+                    "[[trust]]\nrepositories = [\"m:5000/**\"]\nallow_unsigned = true\n{extra}"
+                ),
+                p,
+            )
+            .map(|p| p.rules.trust[0].clone())
+        };
+        assert_eq!(
+            rule("").unwrap().signed_identity,
+            SignedIdentity::MatchRepository
+        );
+        assert_eq!(
+            rule("signed_identity = \"match_repository\"")
+                .unwrap()
+                .signed_identity,
+            SignedIdentity::MatchRepository
+        );
+        let r = rule("signed_identity = { remap = { prefix = \"m:5000/acme\", signed_prefix = \"ghcr.io/acme\" } }\naccept_digest_only_bundles = true").unwrap();
+        assert_eq!(
+            r.signed_identity,
+            SignedIdentity::Remap {
+                prefix: "m:5000/acme".into(),
+                signed_prefix: "ghcr.io/acme".into()
+            }
+        );
+        assert!(r.accept_digest_only_bundles);
+        let e = rule("signed_identity = { remap = { prefix = \"m:5000/acme/\", signed_prefix = \"ghcr.io\" } }")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("trust[0].signed_identity.remap.prefix"), "{e}");
+        assert!(rule("signed_identity = \"exact\"").is_err());
+        let long = format!(
+            "[[trust]]\nrepositories = [\"{}\"]\nallow_unsigned = true\n",
+            "a".repeat(300)
+        );
+        assert!(
+            Policy::from_toml(&long, p)
+                .unwrap_err()
+                .to_string()
+                .contains("longer than 256")
+        );
     }
 
     #[test]

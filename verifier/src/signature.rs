@@ -12,6 +12,10 @@ pub const SIMPLE_SIGNING_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesi
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 /// The `critical.type` every cosign image signature carries.
 pub const COSIGN_SIGNATURE_TYPE: &str = "cosign container image signature";
+/// The signed annotation carrying bpfship's monotonic release version (a decimal string, as
+/// cosign's `-a key=value` annotations are), in the legacy payload's `optional` and in the bundle
+/// statement's predicate.
+pub const VERSION_ANNOTATION: &str = "dev.bpfship.version";
 /// Payloads are a few hundred bytes; anything far larger is refused unparsed.
 const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 
@@ -26,6 +30,8 @@ pub enum LegacySignatureError {
     WrongType(String),
     #[error("signature names manifest {signed}, but the manifest fetched is {fetched}")]
     DigestMismatch { signed: String, fetched: String },
+    #[error("signed {VERSION_ANNOTATION} is not a decimal version: {0}")]
+    Version(String),
     #[error("not a containers-image signature file: {0}")]
     SignatureFile(String),
 }
@@ -64,14 +70,38 @@ pub struct Image {
 /// What a verified legacy signature vouches for.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct VerifiedSignature {
+    /// The repository the signer meant; compare it with the repository verified
+    /// ([`crate::identity`]).
     pub docker_reference: String,
     pub manifest_digest: String,
     pub key_hint: String,
+    /// The signed [`VERSION_ANNOTATION`], when the signer set one.
+    pub version: Option<u64>,
+}
+
+/// Reads a signed version annotation: a decimal string (or a JSON number), nothing else.
+pub fn parse_version(value: &serde_json::Value) -> Result<u64, LegacySignatureError> {
+    let parsed = match value {
+        serde_json::Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse().ok()
+        }
+        serde_json::Value::Number(n) => n.as_u64(),
+        _ => None,
+    };
+    parsed.ok_or_else(|| {
+        let mut shown = value.to_string();
+        shown.truncate(64);
+        LegacySignatureError::Version(shown)
+    })
 }
 
 /// The payload bytes cosign signs for `manifest_digest` pushed as `docker_reference` (the
-/// repository, without tag or digest).
-pub fn simple_signing_payload(docker_reference: &str, manifest_digest: &str) -> Vec<u8> {
+/// repository, without tag or digest), with bpfship's signed `version` annotation when given.
+pub fn simple_signing_payload(
+    docker_reference: &str,
+    manifest_digest: &str,
+    version: Option<u64>,
+) -> Vec<u8> {
     let doc = SimpleSigning {
         critical: Critical {
             identity: Identity {
@@ -82,7 +112,9 @@ pub fn simple_signing_payload(docker_reference: &str, manifest_digest: &str) -> 
             },
             kind: COSIGN_SIGNATURE_TYPE.to_owned(),
         },
-        optional: None,
+        optional: version.map(|v| {
+            serde_json::Map::from_iter([(VERSION_ANNOTATION.to_owned(), v.to_string().into())])
+        }),
     };
     serde_json::to_vec(&doc).expect("simple-signing payload serializes")
 }
@@ -114,11 +146,48 @@ pub fn verify_simple_signing(
             fetched: fetched_digest.to_owned(),
         });
     }
+    let version = doc
+        .optional
+        .as_ref()
+        .and_then(|o| o.get(VERSION_ANNOTATION))
+        .map(parse_version)
+        .transpose()?;
     Ok(VerifiedSignature {
         docker_reference: doc.critical.identity.docker_reference,
         manifest_digest: signed,
         key_hint: key.hint(),
+        version,
     })
+}
+
+/// What `blob` would mean to an image-signature verifier, if anything: a raw ECDSA signature over
+/// it (`sign-blob`) is also a valid legacy image signature when it is a simple-signing payload, and
+/// a valid DSSE signature when it is a DSSE pre-authentication encoding; an in-toto statement is
+/// what bundles sign. `sign-blob` refuses such content so a blob signature never doubles as an
+/// image signature.
+pub fn image_signature_domain(blob: &[u8]) -> Option<&'static str> {
+    if blob.starts_with(b"DSSEv1 ") {
+        return Some("a DSSE pre-authentication encoding (what DSSE envelopes sign)");
+    }
+    let first = blob.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return None;
+    }
+    let doc: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(blob).ok()?;
+    if doc
+        .get("critical")
+        .is_some_and(serde_json::Value::is_object)
+    {
+        return Some("a simple-signing payload (what cosign image signatures sign)");
+    }
+    let in_toto_type = doc
+        .get("_type")
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|t| t.contains("in-toto.io/Statement"));
+    if in_toto_type || (doc.contains_key("subject") && doc.contains_key("predicateType")) {
+        return Some("an in-toto statement (what sigstore bundles and attestations sign)");
+    }
+    None
 }
 
 /// A signature as containers/image stores it in `dir:` layouts (`signature-N` files): the magic
@@ -183,6 +252,7 @@ mod tests {
         let p = simple_signing_payload(
             "192.168.64.2:5000/cosign-signed-single-sample",
             "sha256:634a8f35b5f16dcf4aaa0822adc0b1964bb786fca12f6831de8ddc45e5986a00",
+            None,
         );
         assert_eq!(
             std::str::from_utf8(&p).unwrap(),
@@ -195,7 +265,7 @@ mod tests {
         let key = PrivateKey::generate();
         let other = PrivateKey::generate();
         let d = "sha256:aa";
-        let p = simple_signing_payload("r/x", d);
+        let p = simple_signing_payload("r/x", d, None);
         let b64 = |s: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(s);
         let sig = b64(key.sign(&p));
         assert!(verify_simple_signing(&key.public_key(), &p, &sig, d).is_ok());
@@ -226,5 +296,69 @@ mod tests {
             verify_simple_signing(&key.public_key(), &p, "%%%", d),
             Err(LegacySignatureError::Signature(SignatureError::Base64))
         );
+    }
+
+    #[test]
+    fn image_signature_content_is_recognised() {
+        let p = simple_signing_payload("r/x", "sha256:aa", None);
+        assert!(
+            image_signature_domain(&p)
+                .unwrap()
+                .contains("simple-signing")
+        );
+        let statement =
+            br#" {"_type":"https://in-toto.io/Statement/v1","subject":[],"predicateType":"x"}"#;
+        assert!(
+            image_signature_domain(statement)
+                .unwrap()
+                .contains("in-toto")
+        );
+        assert!(image_signature_domain(br#"{"subject":[],"predicateType":"x"}"#).is_some());
+        assert!(image_signature_domain(b"DSSEv1 28 application/vnd.in-toto+json 2 {}").is_some());
+        for other in [
+            &b"plain text"[..],
+            b"{\"critical\": 1}",
+            b"{}",
+            b"[1]",
+            b"\x7fELF",
+        ] {
+            assert_eq!(image_signature_domain(other), None);
+        }
+    }
+
+    #[test]
+    fn the_version_is_signed_and_read_back() {
+        let key = PrivateKey::generate();
+        let d = "sha256:aa";
+        let sign = |p: &[u8]| base64::engine::general_purpose::STANDARD.encode(key.sign(p));
+        let p = simple_signing_payload("r/x", d, Some(7));
+        assert!(
+            std::str::from_utf8(&p)
+                .unwrap()
+                .ends_with(r#""optional":{"dev.bpfship.version":"7"}}"#)
+        );
+        let v = verify_simple_signing(&key.public_key(), &p, &sign(&p), d).unwrap();
+        assert_eq!(v.version, Some(7));
+        let p = simple_signing_payload("r/x", d, None);
+        let v = verify_simple_signing(&key.public_key(), &p, &sign(&p), d).unwrap();
+        assert_eq!(v.version, None);
+        for bad in [
+            r#""-1""#,
+            r#""1.5""#,
+            r#""""#,
+            "true",
+            r#""99999999999999999999999""#,
+        ] {
+            let p = format!(
+                r#"{{"critical":{{"identity":{{"docker-reference":"r/x"}},"image":{{"docker-manifest-digest":"{d}"}},"type":"cosign container image signature"}},"optional":{{"dev.bpfship.version":{bad}}}}}"#
+            );
+            assert!(
+                matches!(
+                    verify_simple_signing(&key.public_key(), p.as_bytes(), &sign(p.as_bytes()), d),
+                    Err(LegacySignatureError::Version(_))
+                ),
+                "{bad}"
+            );
+        }
     }
 }

@@ -139,6 +139,58 @@ fn containers_image_cosign_signatures_verify() {
     }
 }
 
+/// The repository cosign (and skopeo) signed each fixture for is matched as containers/image's
+/// `matchRepository` does: the tag is ignored, another repository is refused, and a mirror counts
+/// only through an explicit remap.
+#[test]
+fn containers_image_signed_identities_match_their_repository_only() {
+    use bpfship_verifier::identity::IdentityError;
+    use bpfship_verifier::policy::SignedIdentity;
+    let key = PublicKey::from_pem(&read("containers-image/cosign.pub")).unwrap();
+    let rule = SignedIdentity::MatchRepository;
+    for (dir, repository) in [
+        (
+            "dir-img-cosign-valid",
+            "192.168.64.2:5000/cosign-signed-single-sample",
+        ),
+        // skopeo signed it as `…/skopeo-signed:tag`: the tag does not matter.
+        (
+            "dir-img-cosign-valid-with-tag",
+            "192.168.64.2:5000/skopeo-signed",
+        ),
+    ] {
+        let v = signature(dir, 1)
+            .verify(&key, &manifest_digest(dir))
+            .unwrap();
+        rule.check(repository, &v.docker_reference)
+            .unwrap_or_else(|e| panic!("{dir}: {e}"));
+        let e = rule
+            .check("192.168.64.2:5000/team-b/elsewhere", &v.docker_reference)
+            .unwrap_err();
+        assert!(matches!(e, IdentityError::Mismatch { .. }), "{dir}: {e}");
+    }
+    let v = signature("dir-img-cosign-valid", 1)
+        .verify(&key, &manifest_digest("dir-img-cosign-valid"))
+        .unwrap();
+    let mirror = SignedIdentity::Remap {
+        prefix: "mirror.example:5000".into(),
+        signed_prefix: "192.168.64.2:5000".into(),
+    };
+    mirror
+        .check(
+            "mirror.example:5000/cosign-signed-single-sample",
+            &v.docker_reference,
+        )
+        .unwrap();
+    assert!(
+        rule.check(
+            "mirror.example:5000/cosign-signed-single-sample",
+            &v.docker_reference
+        )
+        .is_err()
+    );
+}
+
 #[test]
 fn containers_image_negative_cases_fail_for_the_right_reason() {
     let key = PublicKey::from_pem(&read("containers-image/cosign.pub")).unwrap();

@@ -160,6 +160,67 @@ fn policy_rules_refuse_what_they_name() {
     assert!(check_policy(&EbpfRules::default(), &r).is_empty());
 }
 
+/// A forbidden helper called from a function the program calls, rather than from its own body:
+/// a static function in the program's own section (pc-relative call, no relocation), a chain of
+/// global and static functions in `.text`. Each is attributed to exactly the programs that reach it.
+#[test]
+fn helpers_hidden_in_called_functions_are_attributed() {
+    let r = inspect(&object_or_skip!("hidden_helper")).unwrap();
+    let program = |name: &str| {
+        r.programs
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no program {name}: {:?}", r.programs))
+    };
+    let signal_back = program("signal_back");
+    assert_eq!(signal_back.helpers, ["bpf_send_signal"], "{signal_back:?}");
+    // Its own 2 instructions and the 3 of the function it calls.
+    assert_eq!(signal_back.instructions, 5);
+    // aya loads the static function as a program of its own: it is listed, and warned about.
+    assert_eq!(program("hidden_in_section").helpers, ["bpf_send_signal"]);
+    assert!(
+        r.diagnostics.iter().any(|d| d.severity == Severity::Warning
+            && d.message.contains("hidden_in_section is static"))
+    );
+    let write_back = program("write_back");
+    assert_eq!(
+        write_back.helpers,
+        ["bpf_probe_write_user"],
+        "{write_back:?}"
+    );
+    // 3 + global_step's 4 + write_user's 8; not harmless's 3.
+    assert_eq!(write_back.instructions, 15);
+    let innocent = program("innocent");
+    assert_eq!(innocent.helpers, ["bpf_ktime_get_ns"], "{innocent:?}");
+    assert_eq!(innocent.instructions, 2 + 3);
+    assert_eq!(program("unknown_id").unknown_helper_ids, [9999]);
+
+    let rules = EbpfRules {
+        forbidden_helpers: vec!["bpf_probe_write_user".into(), "bpf_send_signal".into()],
+        max_instructions: Some(10),
+        ..Default::default()
+    };
+    let v: Vec<_> = check_policy(&rules, &r)
+        .into_iter()
+        .map(|v| format!("{}: {}", v.rule, v.message))
+        .collect();
+    for expected in [
+        "ebpf.forbidden_helpers: program signal_back calls forbidden helper bpf_send_signal",
+        "ebpf.forbidden_helpers: program hidden_in_section calls forbidden helper bpf_send_signal",
+        "ebpf.forbidden_helpers: program write_back calls forbidden helper bpf_probe_write_user",
+        "ebpf.max_instructions: program write_back has 15 instructions, more than the 10 allowed",
+        "ebpf.forbidden_helpers: program unknown_id calls helper id 9999, unknown to this validator: it cannot be shown not to be forbidden",
+    ] {
+        assert!(
+            v.iter().any(|m| m == expected),
+            "missing {expected:?} in {v:#?}"
+        );
+    }
+    assert_eq!(v.len(), 5, "{v:#?}");
+    // Without forbidden_helpers, an unknown id is only a warning.
+    assert!(check_policy(&EbpfRules::default(), &r).is_empty());
+}
+
 #[test]
 fn not_bpf_not_elf_and_big_endian_are_clear_errors() {
     assert_eq!(

@@ -69,55 +69,63 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
         OutputFormat::Json => {
             print_json(&serde_json::json!({ "deployments": response.deployments }))?
         }
-        _ => response.deployments.iter().for_each(print_status),
+        _ => {
+            for d in &response.deployments {
+                print_status(d)?;
+            }
+        }
     }
     Ok(())
 }
 
-fn print_status(d: &DeploymentStatus) {
+fn print_status(d: &DeploymentStatus) -> std::io::Result<()> {
     let or_dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
-    println!("{} ({})", d.name, d.hook);
-    println!("  artifact:  {}", d.artifact);
-    println!("  phase:     {}", d.phase.as_str());
-    println!("  stable:    {}", or_dash(&d.stable));
+    outln!("{} ({})", d.name, d.hook)?;
+    outln!("  artifact:  {}", d.artifact)?;
+    outln!("  phase:     {}", d.phase.as_str())?;
+    outln!("  stable:    {}", or_dash(&d.stable))?;
     if let Some(canary) = &d.canary {
-        println!(
+        outln!(
             "  canary:    {canary} at {}% (step {} of {}, split {})",
             d.canary_percent,
             d.step.map_or(0, |x| x + 1),
             d.steps,
             d.split
-        );
+        )?;
     }
     if let Some(pinned) = &d.pinned {
-        println!("  pinned:    {pinned} (the tag is not followed)");
+        outln!("  pinned:    {pinned} (the tag is not followed)")?;
     }
     if let Some(previous) = &d.previous {
-        println!("  previous:  {previous} (kept for rollback)");
+        outln!("  previous:  {previous} (kept for rollback)")?;
     }
-    println!("  registry:  {}", d.registry);
+    outln!("  registry:  {}", d.registry)?;
     if let Some(v) = &d.last_verification {
-        println!(
+        outln!(
             "  verified:  {} {} — {}",
             v.digest,
             if v.ok { "ok" } else { "REFUSED" },
             v.detail
-        );
+        )?;
     }
     for a in &d.awaiting_signature {
-        println!(
+        outln!(
             "  awaiting:  {} — not verified yet ({} checks, next in {:.0}s): {}",
-            a.digest, a.attempts, a.retry_in_seconds, a.reason
-        );
+            a.digest,
+            a.attempts,
+            a.retry_in_seconds,
+            a.reason
+        )?;
     }
     for r in &d.rejected {
-        println!("  rejected:  {} — {}", r.digest, r.reason);
+        outln!("  rejected:  {} — {}", r.digest, r.reason)?;
     }
     if let Some(log) = &d.verifier_log {
-        println!("  verifier log (tail):");
+        outln!("  verifier log (tail):")?;
         for l in log.lines() {
-            println!("    {l}");
+            outln!("    {l}")?;
         }
     }
-    println!("  message:   {}", d.message);
+    outln!("  message:   {}", d.message)?;
+    Ok(())
 }

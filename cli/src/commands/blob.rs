@@ -51,6 +51,12 @@ fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
 
 pub fn sign(args: SignArgs, out: OutputFormat) -> CmdResult {
     let blob = read(&args.file)?;
+    if let Some(what) = bpfship_verifier::signature::image_signature_domain(&blob) {
+        return Err(Failure::Rejected(anyhow::anyhow!(
+            "{}: refusing to sign: it is {what}, and a blob signature over it would verify as an image signature; sign images with `bpfship sign`",
+            args.file.display()
+        )));
+    }
     let key = crate::keys::private_key(&args.key)?;
     let b = bundle::sign_blob(&key, &blob);
     let signature = b
@@ -73,7 +79,7 @@ pub fn sign(args: SignArgs, out: OutputFormat) -> CmdResult {
             "bundle": args.bundle,
             "key_hint": key.public_key().hint(),
         }))?,
-        _ => println!("{signature}"),
+        _ => outln!("{signature}")?,
     }
     Ok(())
 }
@@ -104,7 +110,7 @@ pub fn verify(args: VerifyArgs, out: OutputFormat) -> CmdResult {
         OutputFormat::Json => print_json(&serde_json::json!({
             "file": args.file, "verified": true, "digest": digest, "with": kind, "key_hint": key.hint(),
         }))?,
-        _ => println!("Verified OK: {file} ({digest}, {kind}, key {})", key.hint()),
+        _ => outln!("Verified OK: {file} ({digest}, {kind}, key {})", key.hint())?,
     }
     Ok(())
 }

@@ -44,7 +44,7 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
             _ => {
                 let mut s = String::new();
                 crate::render::inspection(&args.target, &i, &mut s);
-                print!("{s}");
+                out!("{s}")?;
             }
         }
         return Ok(());
@@ -74,22 +74,22 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
             "findings": findings,
         }))?,
         _ => {
-            println!(
+            outln!(
                 "{pinned}\n  {media_type}, {kind:?}, {} bytes in {}",
                 content.len(),
                 file_name
-            );
+            )?;
             for (k, v) in &manifest.annotations {
-                println!("  {k}: {v}");
+                outln!("  {k}: {v}")?;
             }
-            println!(
+            outln!(
                 "  signatures present: {} legacy (.sig), {} sigstore bundle(s)",
                 legacy.len(),
                 bundles.len()
-            );
+            )?;
             let mut s = String::new();
             crate::render::inspection(&file_name, &findings, &mut s);
-            print!("{s}");
+            out!("{s}")?;
         }
     }
     Ok(())

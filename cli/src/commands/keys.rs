@@ -34,11 +34,29 @@ fn with_ext(prefix: &std::path::Path, ext: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Creates `path` (which must not exist, not even as a dangling symlink) with `mode` and writes
+/// `bytes` to it; a failed write removes it again.
+fn create_new(path: &std::path::Path, mode: u32, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(path);
+        })
+}
+
 pub fn generate(args: GenerateArgs, out: OutputFormat) -> CmdResult {
     let key_path = with_ext(&args.output_key_prefix, "key");
     let pub_path = with_ext(&args.output_key_prefix, "pub");
     for p in [&key_path, &pub_path] {
-        if p.exists() {
+        // symlink_metadata: a dangling symlink counts as existing.
+        if p.symlink_metadata().is_ok() {
             return Err(anyhow::anyhow!(
                 "{} already exists; refusing to overwrite a key (choose another --output-key-prefix)",
                 p.display()
@@ -49,17 +67,13 @@ pub fn generate(args: GenerateArgs, out: OutputFormat) -> CmdResult {
     let password = crate::keys::password(true)?;
     let key = PrivateKey::generate();
     let pem = key.to_encrypted_pem(password.as_bytes())?;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&key_path)
-        .with_context(|| format!("cannot create {}", key_path.display()))?;
-    f.write_all(pem.as_bytes())
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write {}", key_path.display()))?;
-    std::fs::write(&pub_path, key.public_key().to_pem())
-        .with_context(|| format!("cannot write {}", pub_path.display()))?;
+    create_new(&key_path, 0o600, pem.as_bytes())?;
+    // The public key is created exclusively too: an existing file or a (dangling) symlink
+    // planted at PREFIX.pub is refused, never written through; the new private key goes with it.
+    if let Err(e) = create_new(&pub_path, 0o644, key.public_key().to_pem().as_bytes()) {
+        let _ = std::fs::remove_file(&key_path);
+        return Err(e.into());
+    }
     match out {
         OutputFormat::Json => print_json(&serde_json::json!({
             "private_key": key_path,
@@ -86,7 +100,7 @@ pub fn public_key(args: PublicKeyArgs, out: OutputFormat) -> CmdResult {
             "public_key": pem,
             "key_hint": key.public_key().hint(),
         }))?,
-        _ if args.outfile.is_none() => print!("{pem}"),
+        _ if args.outfile.is_none() => out!("{pem}")?,
         _ => {}
     }
     Ok(())

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use bpfship_trust::content::inspect;
-use bpfship_trust::sign::{SignatureFormat, sign_descriptor};
+use bpfship_trust::sign::{SignOptions, SignatureFormat, sign_descriptor};
 use bpfship_verifier::policy::Policy;
 
 use crate::exit::{CmdResult, Failure};
@@ -26,6 +26,9 @@ pub struct Args {
     /// Signature layouts to write with --key.
     #[arg(long, value_enum, default_value_t = crate::commands::sign::Format::Both)]
     signature_format: crate::commands::sign::Format,
+    /// With --key: sign this monotonic release version into both layouts (`dev.bpfship.version`).
+    #[arg(long = "version", value_name = "N", requires = "key")]
+    release_version: Option<u64>,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -84,7 +87,10 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
             &target,
             &descriptor,
             k,
-            SignatureFormat::from(args.signature_format),
+            SignOptions {
+                format: SignatureFormat::from(args.signature_format),
+                version: args.release_version,
+            },
         )?),
         None => None,
     };
@@ -113,7 +119,7 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
                     .join(" + ")
                 );
             }
-            println!("{pinned}");
+            outln!("{pinned}")?;
         }
     }
     Ok(())

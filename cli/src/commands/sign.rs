@@ -1,6 +1,6 @@
 //! `sign --key K REF`: sign an artifact already in a registry, by digest.
 
-use bpfship_trust::sign::{SignatureFormat, sign};
+use bpfship_trust::sign::{SignOptions, SignatureFormat, sign};
 
 use crate::exit::CmdResult;
 use crate::output::{OutputFormat, print_json};
@@ -32,6 +32,10 @@ pub struct Args {
     /// Signature layouts to write.
     #[arg(long, value_enum, default_value_t = Format::Both)]
     signature_format: Format,
+    /// Sign this monotonic release version into both layouts (`dev.bpfship.version`): the agent
+    /// refuses to go back to a lower version than one it already ran.
+    #[arg(long = "version", value_name = "N")]
+    release_version: Option<u64>,
     /// The artifact: registry/repository:tag (resolved once) or @sha256:… .
     reference: String,
     #[command(flatten)]
@@ -42,10 +46,14 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
     let target = reference(&args.reference)?;
     let key = crate::keys::private_key(&args.key)?;
     let client = args.registry.client()?;
-    let signed = sign(&client, &target, &key, args.signature_format.into())?;
+    let options = SignOptions {
+        format: args.signature_format.into(),
+        version: args.release_version,
+    };
+    let signed = sign(&client, &target, &key, options)?;
     match out {
         OutputFormat::Json => print_json(&signed)?,
-        _ => println!("Signed {} with key {}", signed.reference, signed.key_hint),
+        _ => outln!("Signed {} with key {}", signed.reference, signed.key_hint)?,
     }
     Ok(())
 }

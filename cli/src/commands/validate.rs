@@ -121,7 +121,7 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
                     }
                 }
             }
-            print!("{text}");
+            out!("{text}")?;
         }
     }
     // The report is on stdout already: a failure adds only its stderr line.

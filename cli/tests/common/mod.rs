@@ -20,14 +20,20 @@ pub const PASSWORD: &str = "bpfship-test-password";
 #[macro_export]
 macro_rules! registry_or_skip {
     () => {
-        match bpfship_registry::testing::TestRegistry::start() {
-            Ok(r) => r,
-            Err(e) => {
-                bpfship_test_support::skip(bpfship_test_support::Missing::Setup(e));
-                return;
-            }
+        match common::registry() {
+            Some(r) => r,
+            None => return,
         }
     };
+}
+
+/// Starts a plain-HTTP `TestRegistry`; `None` with `SKIP: why` printed when it cannot.
+pub fn registry() -> Option<bpfship_registry::testing::TestRegistry> {
+    bpfship_registry::testing::TestRegistry::start()
+        .inspect_err(|e| {
+            bpfship_test_support::skip(bpfship_test_support::Missing::Setup(e.clone()))
+        })
+        .ok()
 }
 
 /// The bytes of a built eBPF test object, or prints `SKIP: why` and returns from the test.
@@ -60,7 +66,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(out: Output) -> Self {
+    pub fn from(out: Output) -> Self {
         use std::os::unix::process::ExitStatusExt as _;
         if let Some(sig) = out.status.signal() {
             panic!(

@@ -129,6 +129,16 @@ impl Harness {
         .unwrap();
     }
 
+    /// Signs what `push` pushed with the trusted key and a signed release `version`.
+    pub fn sign_version(&self, repo: &str, tag: &str, descriptor: &Descriptor, version: u64) {
+        let target = Reference::parse(&format!("{}:{tag}", self.repo(repo))).unwrap();
+        let options = bpfship_trust::sign::SignOptions {
+            format: SignatureFormat::Both,
+            version: Some(version),
+        };
+        sign_descriptor(&self.client, &target, descriptor, &self.trusted, options).unwrap();
+    }
+
     /// Pushes a built test object to `repo:tag`, unsigned; returns its manifest descriptor.
     pub fn push(&self, object: &str, repo: &str, tag: &str) -> Descriptor {
         let bytes = super::object(object);

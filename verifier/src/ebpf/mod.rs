@@ -6,10 +6,11 @@
 //! can abort on malformed input (DESIGN §8), so untrusted bytes never reach it from here.
 
 mod btf;
+mod calls;
 mod helpers;
 mod sections;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, HashMap};
 
 use object::LittleEndian as LE;
 use object::elf::{self, FileHeader64};
@@ -118,10 +119,15 @@ pub struct ProgramInfo {
     /// Attach target named by the section (`syscalls/sys_enter_getpid`…).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attach_target: Option<String>,
-    /// Instruction slots, including `.text` subprograms it calls (what the kernel counts).
+    /// Instruction slots, including every function it can call, directly or not (what the
+    /// loader hands the kernel).
     pub instructions: u64,
-    /// Helpers called, by name (`bpf_map_lookup_elem`…), sorted.
+    /// Helpers called by it or any function it can reach, by name (`bpf_map_lookup_elem`…),
+    /// sorted.
     pub helpers: Vec<String>,
+    /// Helper ids it can call that this validator has no name for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unknown_helper_ids: Vec<i32>,
     /// The subset of `helpers` that needs a GPL-compatible license.
     pub gpl_only_helpers: Vec<String>,
     /// Calls to kernel functions (kfuncs).
@@ -246,6 +252,8 @@ pub fn inspect_with(bytes: &[u8], digest: ReportDigest) -> Result<EbpfReport, Eb
     }
 
     let mut sections = Vec::new();
+    // Per section index: relocation offset → symbol index.
+    let mut relocations: HashMap<usize, BTreeMap<u64, usize>> = HashMap::new();
     for (index, sh) in table.iter().enumerate() {
         let name = table
             .section_name(e, sh)
@@ -272,6 +280,20 @@ pub fn inspect_with(bytes: &[u8], digest: ReportDigest) -> Result<EbpfReport, Eb
                 }
             }
         };
+        match sh.rel(e, bytes) {
+            Ok(Some((rels, _))) => {
+                let target = relocations.entry(sh.sh_info(e) as usize).or_default();
+                for r in rels {
+                    target.insert(r.r_offset.get(e), r.r_sym(e) as usize);
+                }
+            }
+            Ok(None) => {}
+            Err(err) => report.push(
+                Severity::Error,
+                Some(name),
+                format!("unreadable relocations: {err}"),
+            ),
+        }
         sections.push(Section {
             index,
             name,
@@ -307,7 +329,7 @@ pub fn inspect_with(bytes: &[u8], digest: ReportDigest) -> Result<EbpfReport, Eb
     check_license(&sections, &mut report);
     check_btf(&sections, &mut report);
     collect_maps(&sections, &symbols, &mut report);
-    collect_programs(&sections, &symbols, &mut report);
+    collect_programs(&sections, &symbols, &relocations, &mut report);
     check_gpl_helpers(&mut report);
     Ok(report)
 }
@@ -475,56 +497,17 @@ fn pinning_name(p: u32) -> String {
     }
 }
 
-/// Helper calls, kfunc calls, pseudo (bpf-to-bpf) calls and instruction slots in `code`.
-struct CodeScan {
-    helpers: BTreeSet<String>,
-    kfunc_calls: u64,
-    calls_subprograms: bool,
-    unknown_helper_ids: BTreeSet<i32>,
-}
-
-fn scan(code: &[u8]) -> CodeScan {
-    let mut out = CodeScan {
-        helpers: BTreeSet::new(),
-        kfunc_calls: 0,
-        calls_subprograms: false,
-        unknown_helper_ids: BTreeSet::new(),
-    };
-    for insn in code.chunks_exact(8) {
-        // BPF_JMP | BPF_CALL
-        if insn[0] != 0x85 {
-            continue;
-        }
-        let src_reg = insn[1] >> 4;
-        let imm = i32::from_le_bytes([insn[4], insn[5], insn[6], insn[7]]);
-        match src_reg {
-            0 => match usize::try_from(imm)
-                .ok()
-                .and_then(|i| helpers::HELPER_NAMES.get(i))
-            {
-                Some(name) if imm > 0 => {
-                    out.helpers.insert(format!("bpf_{name}"));
-                }
-                _ => {
-                    out.unknown_helper_ids.insert(imm);
-                }
-            },
-            1 => out.calls_subprograms = true,
-            2 => out.kfunc_calls += 1,
-            _ => {}
-        }
-    }
-    out
-}
-
-fn collect_programs(sections: &[Section], symbols: &[Symbol], report: &mut EbpfReport) {
-    let text = sections.iter().find(|s| s.name == ".text");
-    let text_scan = text.map(|t| (scan(t.data), t.data.len() as u64 / 8));
-    for sec in sections.iter().filter(|s| {
-        s.sh_type == elf::SHT_PROGBITS
-            && s.flags & u64::from(elf::SHF_EXECINSTR) != 0
-            && s.name != ".text"
-    }) {
+fn collect_programs(
+    sections: &[Section],
+    symbols: &[Symbol],
+    relocations: &HashMap<usize, BTreeMap<u64, usize>>,
+    report: &mut EbpfReport,
+) {
+    let graph = calls::CallGraph::new(sections, symbols, relocations);
+    for sec in sections
+        .iter()
+        .filter(|s| calls::is_code(s) && s.name != ".text")
+    {
         let def = sections::classify(sec.name);
         if def.is_none() {
             report.push(
@@ -546,11 +529,12 @@ fn collect_programs(sections: &[Section], symbols: &[Symbol], report: &mut EbpfR
                 ),
             );
         }
+        // aya loads every named function of a program section as a program, static or not.
         let funcs: Vec<&Symbol> = symbols
             .iter()
-            .filter(|s| s.shndx == sec.index && s.kind == elf::STT_FUNC && s.global)
+            .filter(|s| s.shndx == sec.index && s.kind == elf::STT_FUNC && !s.name.is_empty())
             .collect();
-        if funcs.is_empty() {
+        if !funcs.iter().any(|f| f.global) {
             report.push(
                 Severity::Warning,
                 Some(sec.name),
@@ -558,33 +542,34 @@ fn collect_programs(sections: &[Section], symbols: &[Symbol], report: &mut EbpfR
             );
         }
         for f in funcs {
-            let body = usize::try_from(f.value)
+            let inside = usize::try_from(f.value)
                 .ok()
                 .zip(usize::try_from(f.size).ok())
-                .and_then(|(start, len)| sec.data.get(start..start.checked_add(len)?));
-            let Some(body) = body else {
+                .and_then(|(start, len)| sec.data.get(start..start.checked_add(len)?))
+                .is_some();
+            if !inside || f.value % 8 != 0 {
                 report.push(
                     Severity::Error,
                     Some(sec.name),
                     format!(
-                        "program {} (offset {}, size {}) lies outside its section",
+                        "program {} (offset {}, size {}) lies outside its section or off an instruction boundary",
                         f.name, f.value, f.size
                     ),
                 );
                 continue;
-            };
-            let mut code = scan(body);
-            let mut instructions = body.len() as u64 / 8;
-            if code.calls_subprograms
-                && let Some((text_code, text_insns)) = &text_scan
-            {
-                code.helpers.extend(text_code.helpers.iter().cloned());
-                code.kfunc_calls += text_code.kfunc_calls;
-                code.unknown_helper_ids
-                    .extend(text_code.unknown_helper_ids.iter().copied());
-                instructions += text_insns;
             }
-            for id in &code.unknown_helper_ids {
+            if !f.global {
+                report.push(
+                    Severity::Warning,
+                    Some(sec.name),
+                    format!(
+                        "function {} is static in a program section: aya loads it as a program of its own, libbpf refuses it",
+                        f.name
+                    ),
+                );
+            }
+            let reach = graph.reach(sec.index, f.value / 8);
+            for id in &reach.unknown_helper_ids {
                 report.push(
                     Severity::Warning,
                     Some(sec.name),
@@ -594,7 +579,14 @@ fn collect_programs(sections: &[Section], symbols: &[Symbol], report: &mut EbpfR
                     ),
                 );
             }
-            let gpl_only_helpers = code
+            for bad in &reach.bad_calls {
+                report.push(
+                    Severity::Error,
+                    Some(sec.name),
+                    format!("program {}: {bad}", f.name),
+                );
+            }
+            let gpl_only_helpers = reach
                 .helpers
                 .iter()
                 .filter(|h| GPL_ONLY_HELPERS.contains(&h.trim_start_matches("bpf_")))
@@ -605,10 +597,11 @@ fn collect_programs(sections: &[Section], symbols: &[Symbol], report: &mut EbpfR
                 section: sec.name.to_owned(),
                 program_type: def.map(|d| d.program_type.to_owned()),
                 attach_target: def.and_then(|d| sections::attach_target(sec.name, d)),
-                instructions,
-                helpers: code.helpers.into_iter().collect(),
+                instructions: reach.instructions,
+                helpers: reach.helpers.into_iter().collect(),
+                unknown_helper_ids: reach.unknown_helper_ids.into_iter().collect(),
                 gpl_only_helpers,
-                kfunc_calls: code.kfunc_calls,
+                kfunc_calls: reach.kfunc_calls,
             });
         }
     }
@@ -666,6 +659,17 @@ pub fn check_policy(rules: &EbpfRules, report: &EbpfReport) -> Vec<Violation> {
                 out.push(Violation {
                     rule: "ebpf.forbidden_helpers".into(),
                     message: format!("program {} calls forbidden helper {h}", p.name),
+                });
+            }
+        }
+        if !rules.forbidden_helpers.is_empty() {
+            for id in &p.unknown_helper_ids {
+                out.push(Violation {
+                    rule: "ebpf.forbidden_helpers".into(),
+                    message: format!(
+                        "program {} calls helper id {id}, unknown to this validator: it cannot be shown not to be forbidden",
+                        p.name
+                    ),
                 });
             }
         }
