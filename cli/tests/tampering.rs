@@ -301,7 +301,14 @@ fn changed_signature_payloads() {
         .unwrap()
         .unwrap();
     let mut sig: ImageManifest = serde_json::from_slice(&sig_bytes).unwrap();
-    let mut payload = p.client.fetch_blob(&p.repo, &sig.layers[0]).unwrap();
+    let mut payload = p
+        .client
+        .fetch_blob(
+            &p.repo,
+            &sig.layers[0],
+            bpfship_registry::BlobKind::Signature,
+        )
+        .unwrap();
     let repo_path = p.repo.repository_path();
     let forged = repo_path.replace("/net/xdp", "/net/xdq");
     replace(&mut payload, repo_path.as_bytes(), forged.as_bytes());
@@ -322,7 +329,14 @@ fn changed_signature_payloads() {
     let mut index: ImageIndex = serde_json::from_slice(&index_bytes).unwrap();
     assert_eq!(index.manifests.len(), 1);
     let mut referrer = p.manifest(&index.manifests[0].digest);
-    let bundle = p.client.fetch_blob(&p.repo, &referrer.layers[0]).unwrap();
+    let bundle = p
+        .client
+        .fetch_blob(
+            &p.repo,
+            &referrer.layers[0],
+            bpfship_registry::BlobKind::Signature,
+        )
+        .unwrap();
     let mut bundle: serde_json::Value = serde_json::from_slice(&bundle).unwrap();
     let statement = B64
         .decode(bundle["dsseEnvelope"]["payload"].as_str().unwrap())

@@ -7,7 +7,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bpfship_registry::{Client, Reference};
+use bpfship_registry::{Client, ErrorClass, Reference, RegistryError};
 use bpfship_trust::content::Findings;
 use bpfship_trust::verify::{self as trust_verify, TrustSource, VerifyError};
 use bpfship_verifier::policy::Policy;
@@ -71,6 +71,12 @@ pub struct DeploymentStatus {
     pub in_fleet_cohort: bool,
     /// `ok`, or why the registry could not be used (the stable version keeps running).
     pub registry: String,
+    /// The class of the last registry failure (`None` once the registry answers again):
+    /// `integrity` means what it served did not match its digest or size — tampering, not an
+    /// outage.
+    pub registry_failure: Option<ErrorClass>,
+    /// Registry failures so far, by class.
+    pub registry_failures: BTreeMap<&'static str, u64>,
     pub message: String,
     pub last_verification: Option<VerificationStatus>,
     pub verifier_log: Option<String>,
@@ -222,9 +228,20 @@ impl Deployment {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The registry failed mid-way: nothing changes, the next poll retries.
-    fn registry_unavailable(&mut self, e: &dyn std::fmt::Display) {
-        self.status().registry = format!("{e}; will retry");
+    /// The registry failed mid-way: nothing changes, the next poll retries. The failure is
+    /// classified once (see [`ErrorClass`]): an integrity failure (a digest or size mismatch) is
+    /// audited and shown as such, never as "registry unavailable".
+    fn registry_failed(&mut self, digest: &str, e: &RegistryError) {
+        let class = e.class();
+        let reason = e.to_string();
+        if class == ErrorClass::Integrity {
+            self.audit("integrity_failure", Some(digest), &reason);
+        }
+        let mut s = self.status();
+        s.registry = format!("{}: {reason}; will retry", class.as_str());
+        s.registry_failure = Some(class);
+        *s.registry_failures.entry(class.as_str()).or_default() += 1;
+        drop(s);
         self.next_poll = Instant::now() + self.ctx.poll_interval;
     }
 
@@ -411,13 +428,19 @@ impl Deployment {
                     "{e}; retrying in {:.1}s, the stable version keeps serving",
                     self.backoff.as_secs_f64()
                 );
-                self.status().registry = msg;
+                let mut s = self.status();
+                s.registry = msg;
+                s.registry_failure = Some(e.class());
+                *s.registry_failures.entry(e.class().as_str()).or_default() += 1;
                 return;
             }
         };
         self.backoff = Duration::ZERO;
         self.next_poll = Instant::now() + self.ctx.poll_interval;
-        self.status().registry = "ok".into();
+        let mut s = self.status();
+        s.registry = "ok".into();
+        s.registry_failure = None;
+        drop(s);
         let known = [&self.state.stable, &self.state.canary]
             .into_iter()
             .flatten()
@@ -467,7 +490,7 @@ impl Deployment {
         };
         let verified = match trust_verify::verify(&self.ctx.client, &by_digest, trust) {
             Ok(v) => v,
-            Err(VerifyError::Registry(e)) => return self.registry_unavailable(&e),
+            Err(VerifyError::Registry(e)) => return self.registry_failed(digest, &e),
             // Signing follows pushing (`bpfship push --key`, cosign): an unsigned digest is
             // refused now, audited once, and checked again at the next polls.
             Err(e @ VerifyError::Unsigned { .. }) => {
@@ -494,7 +517,7 @@ impl Deployment {
             Some(&self.ctx.policy),
         ) {
             Ok(c) => c,
-            Err(VerifyError::Registry(e)) => return self.registry_unavailable(&e),
+            Err(VerifyError::Registry(e)) => return self.registry_failed(digest, &e),
             Err(e) => return self.reject(digest, "refused", &e.to_string()),
         };
         let Findings::Ebpf(report) = &content.inspection.findings else {

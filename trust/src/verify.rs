@@ -3,8 +3,10 @@
 //! blobs by digest and apply the policy's eBPF/WASM rules. Nothing is trusted before that.
 
 use bpfship_registry::artifact::{self, ArtifactError, ArtifactKind};
-use bpfship_registry::signatures::{fetch_bundles, fetch_legacy};
-use bpfship_registry::{Client, Descriptor, ImageManifest, Reference, RegistryError};
+use bpfship_registry::signatures::{bundle_entries, legacy_entries};
+use bpfship_registry::{
+    BlobKind, Client, Descriptor, ErrorClass, ImageManifest, Reference, RegistryError, untrusted,
+};
 use bpfship_verifier::bundle::Bundle;
 use bpfship_verifier::keys::{KeyError, PublicKey};
 use bpfship_verifier::policy::Policy;
@@ -12,6 +14,9 @@ use bpfship_verifier::signature::verify_simple_signing;
 use serde::Serialize;
 
 use crate::content::{self, ContentError, Inspection};
+
+/// Reasons kept for one verification (each entry gives at most one; entries are capped too).
+const MAX_REASONS: usize = 16;
 
 /// Whose signatures count: explicit keys (`--key`), or the policy's trust rule for the repository.
 #[derive(Debug, Clone, Copy)]
@@ -159,66 +164,110 @@ fn verify_digest(
         })?;
     let mut reasons = Vec::new();
     let mut signatures = Vec::new();
-    // Both signature layouts are looked up at once, each on its own connection.
-    let (legacy, bundles) = std::thread::scope(|s| {
-        let legacy = s.spawn(|| fetch_legacy(client, repo, digest));
-        let bundles = fetch_bundles(client, repo, digest);
-        let legacy = legacy
+    // Each entry is judged on its own and an unreadable or invalid one is only a reason: junk
+    // that a pusher added to the `.sig` manifest or the referrers cannot hide a valid signature.
+    // Only a registry that cannot be reached at all stops the judging (the caller retries).
+    let mut found = 0usize;
+    let note = |reasons: &mut Vec<String>, what: &str, e: &dyn std::fmt::Display| {
+        if reasons.len() < MAX_REASONS {
+            reasons.push(untrusted::shown_max(&format!("{what}: {e}"), 512));
+        }
+    };
+    let entry_error = |e: RegistryError| match e.class() {
+        ErrorClass::Unavailable => Err(VerifyError::Registry(e)),
+        _ => Ok(e),
+    };
+    // The referrers are listed (on their own connection) while the legacy entries are judged;
+    // each entry is fetched only when it is judged.
+    std::thread::scope(|s| {
+        let bundles = s.spawn(|| bundle_entries(client, repo, digest));
+        match legacy_entries(client, repo, digest) {
+            Ok(entries) => {
+                for entry in entries.into_iter().flatten() {
+                    found += 1;
+                    let sig = match entry {
+                        Ok(sig) => sig,
+                        Err(e) => {
+                            note(&mut reasons, "legacy signature", &entry_error(e)?);
+                            continue;
+                        }
+                    };
+                    let mut last = None;
+                    for key in keys {
+                        match verify_simple_signing(key, &sig.payload, &sig.signature, digest) {
+                            Ok(v) => {
+                                signatures.push(VerifiedSignature {
+                                    layout: "legacy",
+                                    key_hint: v.key_hint,
+                                    docker_reference: Some(v.docker_reference),
+                                });
+                                last = None;
+                                break;
+                            }
+                            Err(e) => last = Some(e.to_string()),
+                        }
+                    }
+                    if let Some(e) = last {
+                        note(&mut reasons, "legacy signature", &e);
+                    }
+                }
+            }
+            Err(e) => {
+                found += 1;
+                note(&mut reasons, "legacy signatures", &entry_error(e)?);
+            }
+        }
+        let bundles = bundles
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        (legacy, bundles)
-    });
-    let (legacy, bundles) = (legacy?, bundles?);
-    for sig in &legacy {
-        let mut last = None;
-        for key in keys {
-            match verify_simple_signing(key, &sig.payload, &sig.signature, digest) {
-                Ok(v) => {
-                    signatures.push(VerifiedSignature {
-                        layout: "legacy",
-                        key_hint: v.key_hint,
-                        docker_reference: Some(v.docker_reference),
-                    });
-                    last = None;
-                    break;
+        match bundles {
+            Ok(entries) => {
+                for entry in entries {
+                    found += 1;
+                    let raw = match entry {
+                        Ok(raw) => raw,
+                        Err(e) => {
+                            note(&mut reasons, "bundle", &entry_error(e)?);
+                            continue;
+                        }
+                    };
+                    let parsed = match Bundle::parse(&raw) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            note(&mut reasons, "bundle", &e);
+                            continue;
+                        }
+                    };
+                    let mut last = None;
+                    for key in keys {
+                        match parsed.verify_image(key, digest) {
+                            Ok(v) => {
+                                signatures.push(VerifiedSignature {
+                                    layout: "bundle",
+                                    key_hint: v.key_hint,
+                                    docker_reference: None,
+                                });
+                                last = None;
+                                break;
+                            }
+                            Err(e) => last = Some(e.to_string()),
+                        }
+                    }
+                    if let Some(e) = last {
+                        note(&mut reasons, "bundle", &e);
+                    }
                 }
-                Err(e) => last = Some(e.to_string()),
             }
-        }
-        if let Some(e) = last {
-            reasons.push(format!("legacy signature: {e}"));
-        }
-    }
-    for raw in &bundles {
-        let parsed = match Bundle::parse(raw) {
-            Ok(b) => b,
             Err(e) => {
-                reasons.push(format!("bundle: {e}"));
-                continue;
-            }
-        };
-        let mut last = None;
-        for key in keys {
-            match parsed.verify_image(key, digest) {
-                Ok(v) => {
-                    signatures.push(VerifiedSignature {
-                        layout: "bundle",
-                        key_hint: v.key_hint,
-                        docker_reference: None,
-                    });
-                    last = None;
-                    break;
-                }
-                Err(e) => last = Some(e.to_string()),
+                found += 1;
+                note(&mut reasons, "bundles", &entry_error(e)?);
             }
         }
-        if let Some(e) = last {
-            reasons.push(format!("bundle: {e}"));
-        }
-    }
+        Ok::<(), VerifyError>(())
+    })?;
     let unsigned_allowed = signatures.is_empty() && allow_unsigned;
     if signatures.is_empty() && !allow_unsigned {
-        return Err(if legacy.is_empty() && bundles.is_empty() {
+        return Err(if found == 0 {
             VerifyError::Unsigned {
                 reference: pinned,
                 tag: bpfship_registry::signatures::legacy_tag(digest),
@@ -256,7 +305,7 @@ pub fn fetch_content(
     };
     let kind = artifact::kind_of(&verified.manifest).map_err(at)?;
     let layer = &verified.manifest.layers[0];
-    let blob = client.fetch_blob(&verified.repository, layer)?;
+    let blob = client.fetch_blob(&verified.repository, layer, BlobKind::of_artifact(kind))?;
     let (file_name, bytes) = artifact::unpack_layer(&layer.media_type, &blob).map_err(at)?;
     let file_name = verified
         .manifest
