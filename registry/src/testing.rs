@@ -299,9 +299,7 @@ const MAX_EXCHANGE: usize = 64 << 20;
 
 /// Reads one HTTP/1.1 message head (up to the blank line) and returns (start line, headers,
 /// bytes of body already read).
-fn read_head(
-    stream: &mut impl std::io::Read,
-) -> std::io::Result<(String, Headers, Vec<u8>)> {
+fn read_head(stream: &mut impl std::io::Read) -> std::io::Result<(String, Headers, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let end = loop {
