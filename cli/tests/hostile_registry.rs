@@ -188,10 +188,7 @@ fn references_that_mean_two_things() {
     );
     let policy = p.w.write(
         "policy.toml",
-        format!(
-            "version = 1\n[[trust]]\nrepositories = [\"127.0.0.1:*/**\"]\nkeys = [\"release.pub\"]\n[[trust]]\nrepositories = [\"**\"]\nallow_unsigned = true\n"
-        )
-        .as_bytes(),
+        b"version = 1\n[[trust]]\nrepositories = [\"127.0.0.1:*/**\"]\nkeys = [\"release.pub\"]\n[[trust]]\nrepositories = [\"**\"]\nallow_unsigned = true\n",
     );
     p.w.run([
         "verify",
