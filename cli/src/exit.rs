@@ -83,7 +83,8 @@ pub fn one_line(err: &anyhow::Error) -> String {
         }
         line.push_str(&text);
     }
-    line.replace('\n', " ")
+    // Causes carry registry- and file-chosen text: no control character reaches the terminal.
+    bpfship_registry::untrusted::escape(&line.replace('\n', " "))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use bpfship_registry::signatures::{legacy_tag, push_bundle, referrers_tag};
 use bpfship_registry::testing::TestRegistry;
-use bpfship_registry::{Client, ClientOptions, ImageIndex, ImageManifest, Reference};
+use bpfship_registry::{BlobKind, Client, ClientOptions, ImageIndex, ImageManifest, Reference};
 use common::{Work, s};
 
 /// A registry, a work directory with the release key, and a signed eBPF artifact in
@@ -90,7 +90,7 @@ impl Setup {
         };
         if let Ok(m) = serde_json::from_slice::<ImageManifest>(&bytes) {
             for blob in std::iter::once(&m.config).chain(&m.layers) {
-                let data = self.client.fetch_blob(from, blob).unwrap();
+                let data = self.client.fetch_blob(from, blob, BlobKind::Wasm).unwrap();
                 self.client.push_blob(to, &blob.media_type, &data).unwrap();
             }
         }

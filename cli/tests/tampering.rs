@@ -11,7 +11,7 @@ use bpfship_registry::manifest::{OCI_INDEX, OCI_MANIFEST, sha256_digest};
 use bpfship_registry::signatures::{
     BUNDLE_ARTIFACT_TYPE, SIGNATURE_ANNOTATION, legacy_tag, referrers_tag,
 };
-use bpfship_registry::testing::TestRegistry;
+use bpfship_registry::testing::{Exchange, HostileServer, TestRegistry};
 use bpfship_registry::{Client, ClientOptions, Descriptor, ImageIndex, ImageManifest, Reference};
 use common::{Work, s};
 
@@ -137,12 +137,16 @@ fn changed_manifest_served_by_the_registry() {
     // A hostile registry (or anything between it and us) serves a changed manifest for the
     // digest: still valid JSON, same size, so only the digest can tell.
     let digest_path = format!("/manifests/{}", p.digest);
-    let proxy = tampering_proxy(p.reg.address.clone(), move |request_line, body| {
-        if request_line.starts_with("GET ") && request_line.contains(&digest_path) {
-            replace(body, b"xdp_pass.o", b"xdp_pwn.oo");
-        }
-    });
-    let via_proxy = format!("{proxy}/net/xdp:v1");
+    let proxy = HostileServer::start(
+        Some(&p.reg.address),
+        std::sync::Arc::new(move |ex: &mut Exchange| {
+            if ex.method == "GET" && ex.path.contains(&digest_path) {
+                replace(&mut ex.body, b"xdp_pass.o", b"xdp_pwn.oo");
+            }
+        }),
+    )
+    .unwrap();
+    let via_proxy = format!("{}/net/xdp:v1", proxy.address);
     let msg = p
         .verify(&via_proxy)
         .rejected_with("manifest digest mismatch");
@@ -166,90 +170,6 @@ fn changed_manifest_served_by_the_registry() {
             || (r.code == Some(1) && r.stderr.contains("manifest digest mismatch")),
         "{r:?}"
     );
-}
-
-/// An HTTP proxy in front of `upstream` that lets `rewrite` change response bodies (same
-/// length) of the requests it picks, by request line; one request per connection. Returns its
-/// `127.0.0.1:<port>`.
-fn tampering_proxy(
-    upstream: String,
-    rewrite: impl Fn(&str, &mut Vec<u8>) + Send + Sync + 'static,
-) -> String {
-    use std::io::{Read as _, Write as _};
-    use std::net::{TcpListener, TcpStream};
-    use std::sync::Arc;
-
-    fn head_end(buf: &[u8]) -> Option<usize> {
-        buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
-    }
-    fn handle(
-        mut client: TcpStream,
-        upstream: &str,
-        rewrite: &dyn Fn(&str, &mut Vec<u8>),
-    ) -> std::io::Result<()> {
-        let mut req = Vec::new();
-        let mut chunk = [0u8; 8192];
-        let end = loop {
-            if let Some(e) = head_end(&req) {
-                break e;
-            }
-            let n = client.read(&mut chunk)?;
-            // End of stream, or a TLS handshake (the client probing https first): plain HTTP only.
-            if n == 0 || (req.is_empty() && chunk[0] == 0x16) {
-                return Ok(());
-            }
-            req.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&req[..end]).into_owned();
-        let length: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .unwrap_or(0);
-        while req.len() < end + length {
-            let n = client.read(&mut chunk)?;
-            if n == 0 {
-                break;
-            }
-            req.extend_from_slice(&chunk[..n]);
-        }
-        let request_line = head.lines().next().unwrap_or("").to_owned();
-        let mut forwarded: String = head
-            .trim_end()
-            .lines()
-            .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
-            .map(|l| format!("{l}\r\n"))
-            .collect();
-        forwarded.push_str("Connection: close\r\n\r\n");
-        let mut up = TcpStream::connect(upstream)?;
-        up.write_all(forwarded.as_bytes())?;
-        up.write_all(&req[end..])?;
-        let mut resp = Vec::new();
-        up.read_to_end(&mut resp)?;
-        if let Some(e) = head_end(&resp) {
-            let mut body = resp.split_off(e);
-            rewrite(&request_line, &mut body);
-            resp.extend_from_slice(&body);
-        }
-        client.write_all(&resp)?;
-        client.shutdown(std::net::Shutdown::Both)
-    }
-
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let rewrite = Arc::new(rewrite);
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let (upstream, rewrite) = (upstream.clone(), rewrite.clone());
-            std::thread::spawn(move || {
-                let _ = handle(conn, &upstream, &*rewrite);
-            });
-        }
-    });
-    address
 }
 
 #[test]
@@ -295,7 +215,14 @@ fn changed_signature_payloads() {
         .unwrap()
         .unwrap();
     let mut sig: ImageManifest = serde_json::from_slice(&sig_bytes).unwrap();
-    let mut payload = p.client.fetch_blob(&p.repo, &sig.layers[0]).unwrap();
+    let mut payload = p
+        .client
+        .fetch_blob(
+            &p.repo,
+            &sig.layers[0],
+            bpfship_registry::BlobKind::Signature,
+        )
+        .unwrap();
     let repo_path = p.repo.repository_path();
     let forged = repo_path.replace("/net/xdp", "/net/xdq");
     replace(&mut payload, repo_path.as_bytes(), forged.as_bytes());
@@ -316,7 +243,14 @@ fn changed_signature_payloads() {
     let mut index: ImageIndex = serde_json::from_slice(&index_bytes).unwrap();
     assert_eq!(index.manifests.len(), 1);
     let mut referrer = p.manifest(&index.manifests[0].digest);
-    let bundle = p.client.fetch_blob(&p.repo, &referrer.layers[0]).unwrap();
+    let bundle = p
+        .client
+        .fetch_blob(
+            &p.repo,
+            &referrer.layers[0],
+            bpfship_registry::BlobKind::Signature,
+        )
+        .unwrap();
     let mut bundle: serde_json::Value = serde_json::from_slice(&bundle).unwrap();
     let statement = B64
         .decode(bundle["dsseEnvelope"]["payload"].as_str().unwrap())

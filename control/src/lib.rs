@@ -8,6 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bpfship_registry::ErrorClass;
 use serde::{Deserialize, Serialize};
 
 /// What a request asks the agent to do.
@@ -145,6 +146,12 @@ pub struct DeploymentStatus {
     pub in_fleet_cohort: bool,
     /// `ok`, or why the registry could not be used (the stable version keeps running).
     pub registry: String,
+    /// The class of the last registry failure (`None` once the registry answers again):
+    /// `integrity` means what it served did not match its digest or size — tampering, not an
+    /// outage.
+    pub registry_failure: Option<ErrorClass>,
+    /// Registry failures so far, by class.
+    pub registry_failures: BTreeMap<ErrorClass, u64>,
     pub message: String,
     pub last_verification: Option<VerificationStatus>,
     pub verifier_log: Option<String>,

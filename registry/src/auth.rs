@@ -1,6 +1,7 @@
 //! Registry credentials: explicit, or from the docker config file (`$DOCKER_CONFIG/config.json`,
 //! else `~/.docker/config.json`), as docker, skopeo and cosign read them.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use base64::Engine as _;
@@ -114,4 +115,55 @@ pub fn from_config_file(
         });
     }
     Ok(None)
+}
+
+/// The auth-params of a `WWW-Authenticate` challenge (`Bearer realm="…",service="…"`), keys
+/// lowercased. Never fails: what cannot be read is left out (the caller checks what it needs).
+/// Quoted values end at the next `"`; backslash escapes are not interpreted.
+pub fn parse_challenge(challenge: &str) -> HashMap<String, String> {
+    let rest = challenge.split_once(' ').map_or("", |(_, r)| r);
+    let mut out = HashMap::new();
+    let mut s = rest;
+    while let Some((k, v)) = s.split_once('=') {
+        let k = k.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let v = v.trim_start();
+        let (value, after) = if let Some(q) = v.strip_prefix('"') {
+            match q.find('"') {
+                Some(end) => (&q[..end], &q[end + 1..]),
+                None => (q, ""),
+            }
+        } else {
+            match v.find(',') {
+                Some(end) => (&v[..end], &v[end..]),
+                None => (v, ""),
+            }
+        };
+        out.insert(k, value.to_owned());
+        s = after;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_challenge_parsing() {
+        let p = parse_challenge(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull""#,
+        );
+        assert_eq!(p["realm"], "https://auth.example/token");
+        assert_eq!(p["service"], "registry.example");
+        assert_eq!(p["scope"], "repository:a/b:pull");
+        for odd in [
+            "",
+            "Bearer",
+            "Bearer realm",
+            "Bearer =,=,\"",
+            "Basic realm=\"x",
+        ] {
+            parse_challenge(odd);
+        }
+    }
 }

@@ -10,14 +10,17 @@ use reqwest::StatusCode;
 use reqwest::blocking::{Client as Http, RequestBuilder, Response};
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
 
-use crate::auth::{AuthError, Credentials};
+use crate::auth::{AuthError, Credentials, parse_challenge};
 use crate::manifest::{ACCEPTED_MANIFESTS, Descriptor, ImageIndex, OCI_INDEX, sha256_digest};
 use crate::reference::{Reference, is_sha256};
+use crate::untrusted;
 
 /// Manifests larger than this are refused (the distribution spec suggests 4 MiB).
 pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
 
-/// Why a registry operation failed; the message names the reference.
+/// Why a registry operation failed; the message names the reference. Every string the registry
+/// chose (bodies, header values, parse errors quoting them) is passed through
+/// [`untrusted::shown`] before it is stored here.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("{reference}: cannot reach the registry: {message}")]
@@ -52,14 +55,104 @@ pub enum RegistryError {
     TooLarge { reference: String, limit: u64 },
     #[error("{reference}: invalid registry response: {message}")]
     Invalid { reference: String, message: String },
+    /// The registry (or the network) asked for something bpfship does not do: credentials to
+    /// another origin over plain HTTP, a TLS-to-plain redirect, an oversized declared blob, …
+    #[error("{reference}: refused: {message}")]
+    Refused { reference: String, message: String },
     #[error(transparent)]
     Auth(#[from] AuthError),
 }
 
+/// What kind of failure a [`RegistryError`] is: decided once, here, for the CLI's exit codes and
+/// the agent's retry, audit and metrics alike.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// The registry could not be reached or answered with a server error: try again later.
+    Unavailable,
+    /// What the registry served does not match its digest or size: tampering or corruption,
+    /// never "the registry is down".
+    Integrity,
+    /// The manifest, tag or blob does not exist.
+    NotFound,
+    /// Credentials missing, wrong, or not readable.
+    Auth,
+    /// The registry answered something bpfship refuses (malformed, oversized, insecure
+    /// redirect or realm, credentials to another origin).
+    Refused,
+}
+
+impl ErrorClass {
+    /// Stable lowercase name (status, metrics labels, JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Unavailable => "unavailable",
+            ErrorClass::Integrity => "integrity",
+            ErrorClass::NotFound => "not_found",
+            ErrorClass::Auth => "auth",
+            ErrorClass::Refused => "refused",
+        }
+    }
+}
+
 impl RegistryError {
+    /// The failure's class (see [`ErrorClass`]).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            RegistryError::Unreachable { .. } => ErrorClass::Unavailable,
+            RegistryError::Status { status, .. } if *status >= 500 || *status == 429 => {
+                ErrorClass::Unavailable
+            }
+            RegistryError::Status { .. } => ErrorClass::Refused,
+            RegistryError::NotFound { .. } => ErrorClass::NotFound,
+            RegistryError::Denied { .. } | RegistryError::Auth(_) => ErrorClass::Auth,
+            RegistryError::DigestMismatch { .. } | RegistryError::SizeMismatch { .. } => {
+                ErrorClass::Integrity
+            }
+            RegistryError::TooLarge { .. }
+            | RegistryError::Invalid { .. }
+            | RegistryError::Refused { .. } => ErrorClass::Refused,
+        }
+    }
+
     /// True when the registry could not be reached at all (the agent retries these).
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, RegistryError::Unreachable { .. })
+        self.class() == ErrorClass::Unavailable
+    }
+}
+
+/// What a blob is for, which bounds its size before anything is fetched: a registry's manifest
+/// or `Content-Length` never sizes a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobKind {
+    /// An eBPF object's layer (a tar, maybe gzipped, of one ELF: kilobytes to a few MiB).
+    Ebpf,
+    /// A WASM module (may be hundreds of MB).
+    Wasm,
+    /// An image config.
+    Config,
+    /// A signature payload or sigstore bundle.
+    Signature,
+}
+
+impl BlobKind {
+    /// Largest blob of this kind fetched.
+    pub const fn max_bytes(self) -> u64 {
+        match self {
+            BlobKind::Ebpf => 16 << 20,
+            BlobKind::Wasm => 512 << 20,
+            BlobKind::Config | BlobKind::Signature => 1 << 20,
+        }
+    }
+
+    /// The kind of an artifact's content layer.
+    pub fn of_artifact(kind: crate::artifact::ArtifactKind) -> Self {
+        match kind {
+            crate::artifact::ArtifactKind::Ebpf => BlobKind::Ebpf,
+            crate::artifact::ArtifactKind::Wasm => BlobKind::Wasm,
+        }
     }
 }
 
@@ -97,20 +190,47 @@ pub struct ClientOptions {
     pub ca_certificates: Vec<Vec<u8>>,
 }
 
-/// A registry client. Cheap to share; holds bearer tokens per scope.
+/// A registry client. Cheap to share across deployments and registries: bearer tokens are kept
+/// per registry origin (scheme, host, port) and scope, and Authorization only ever goes to the
+/// origin of the registry it was issued for.
 pub struct Client {
     http: Http,
     options: ClientOptions,
-    tokens: Mutex<HashMap<String, String>>,
+    tokens: Mutex<HashMap<(String, String), String>>,
     schemes: Mutex<HashMap<String, &'static str>>,
+}
+
+/// What a request is for, in a repository: the only way client code names a URL.
+enum Endpoint<'a> {
+    Manifest(&'a str),
+    Blob(&'a str),
+    Uploads,
+    Referrers(&'a str),
+}
+
+/// True when a redirect from the chain `previous` to `next` may be followed: at most 10 hops,
+/// and once any hop was TLS every later one is TLS too (a TLS registry cannot be walked down to
+/// plain HTTP). Credentials are not at stake here: reqwest drops Authorization on a redirect to
+/// another scheme, host or port.
+fn redirect_allowed(previous: &[reqwest::Url], next: &reqwest::Url) -> bool {
+    previous.len() <= 10
+        && (next.scheme() == "https" || previous.iter().all(|u| u.scheme() != "https"))
 }
 
 impl Client {
     /// Builds a client (rustls TLS with the system roots plus `ca_certificates`).
     pub fn new(options: ClientOptions) -> Result<Self, RegistryError> {
+        let redirects = reqwest::redirect::Policy::custom(|attempt| {
+            if redirect_allowed(attempt.previous(), attempt.url()) {
+                attempt.follow()
+            } else {
+                attempt.error("redirect refused: more than 10 hops, or from TLS to plain HTTP")
+            }
+        });
         let mut builder = Http::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(600))
+            .redirect(redirects)
             .user_agent(concat!("bpfship/", env!("CARGO_PKG_VERSION")));
         for pem in &options.ca_certificates {
             let cert = reqwest::Certificate::from_pem(pem).map_err(|e| RegistryError::Invalid {
@@ -131,19 +251,39 @@ impl Client {
         })
     }
 
-    fn base(&self, r: &Reference) -> String {
-        format!("{}://{}/v2/{}", self.scheme(r), r.registry, r.repository)
+    /// `scheme://host[:port]` of the registry `r` names.
+    fn origin(&self, r: &Reference) -> String {
+        format!("{}://{}", self.scheme(r), r.registry())
+    }
+
+    /// The URL of `endpoint` in `r`'s repository. Tags and digests are checked against their
+    /// grammar here, so a name taken from a registry's answer cannot add path segments.
+    fn url(&self, r: &Reference, endpoint: Endpoint) -> Result<String, RegistryError> {
+        let bad = |what: &str, v: &str| RegistryError::Invalid {
+            reference: r.repository_path(),
+            message: format!("{what} {} is not valid", untrusted::shown(v)),
+        };
+        let base = format!("{}/v2/{}", self.origin(r), r.repository());
+        Ok(match endpoint {
+            Endpoint::Manifest(t) => {
+                if !is_sha256(t) && Reference::parse(&format!("x/y:{t}")).is_err() {
+                    return Err(bad("tag or digest", t));
+                }
+                format!("{base}/manifests/{t}")
+            }
+            Endpoint::Blob(d) if is_sha256(d) => format!("{base}/blobs/{d}"),
+            Endpoint::Referrers(d) if is_sha256(d) => format!("{base}/referrers/{d}"),
+            Endpoint::Blob(d) | Endpoint::Referrers(d) => return Err(bad("digest", d)),
+            Endpoint::Uploads => format!("{base}/blobs/uploads/"),
+        })
     }
 
     /// TLS always, except for registries listed insecure (plain HTTP) and loopback registries,
     /// which get TLS when they speak it and plain HTTP otherwise (as docker treats them).
     fn scheme(&self, r: &Reference) -> &'static str {
-        if self
-            .options
-            .insecure_registries
-            .iter()
-            .any(|h| h == &r.registry)
-        {
+        if self.options.insecure_registries.iter().any(|h| {
+            Reference::parse(&format!("{h}/x")).is_ok_and(|i| i.registry() == r.registry())
+        }) {
             return "http";
         }
         if !r.is_loopback() {
@@ -153,7 +293,7 @@ impl Client {
             .schemes
             .lock()
             .ok()
-            .and_then(|m| m.get(&r.registry).copied())
+            .and_then(|m| m.get(r.registry()).copied())
         {
             return s;
         }
@@ -163,7 +303,7 @@ impl Client {
         // answers once it finds a line break in the ClientHello: tens to hundreds of ms.
         let probe = self
             .http
-            .get(format!("http://{}/v2/", r.registry))
+            .get(format!("http://{}/v2/", r.registry()))
             .timeout(Duration::from_secs(5))
             .send();
         let scheme = match probe {
@@ -171,7 +311,7 @@ impl Client {
             _ => "https",
         };
         if let Ok(mut m) = self.schemes.lock() {
-            m.insert(r.registry.clone(), scheme);
+            m.insert(r.registry().to_owned(), scheme);
         }
         scheme
     }
@@ -179,27 +319,37 @@ impl Client {
     fn credentials(&self, r: &Reference) -> Result<Option<Credentials>, RegistryError> {
         match &self.options.credentials {
             Some(c) => Ok(Some(c.clone())),
-            None => Ok(crate::auth::from_docker_config(&r.registry)?),
+            None => Ok(crate::auth::from_docker_config(r.registry())?),
         }
     }
 
-    /// Sends a request built by `make`, answering one auth challenge (basic or bearer) if needed.
+    /// Sends the request `make` builds for `url`, answering one auth challenge (basic or
+    /// bearer) if needed. Credentials (a cached token, Basic, a new token) are attached only
+    /// when `url` is on the registry's own origin; a request elsewhere (an upload `Location` on
+    /// another host) goes without any, as go-containerregistry's `matchesHost` decides.
     fn send(
         &self,
         r: &Reference,
         push: bool,
+        url: &str,
         make: &dyn Fn() -> RequestBuilder,
     ) -> Result<Response, RegistryError> {
+        let origin = self.origin(r);
+        let own = reqwest::Url::parse(url)
+            .ok()
+            .zip(reqwest::Url::parse(&origin).ok())
+            .is_some_and(|(u, o)| u.origin() == o.origin());
+        let unreachable = |e: reqwest::Error| transport_error(r, &e);
+        if !own {
+            return make().send().map_err(unreachable);
+        }
         let scope = format!(
             "repository:{}:{}",
-            r.repository,
+            r.repository(),
             if push { "pull,push" } else { "pull" }
         );
-        let cached = self.tokens.lock().ok().and_then(|t| t.get(&scope).cloned());
-        let unreachable = |e: reqwest::Error| RegistryError::Unreachable {
-            reference: r.to_string(),
-            message: error_chain(&e),
-        };
+        let key = (origin, scope);
+        let cached = self.tokens.lock().ok().and_then(|t| t.get(&key).cloned());
         let first = match &cached {
             Some(token) => make().bearer_auth(token),
             None => make(),
@@ -216,9 +366,9 @@ impl Client {
             .to_owned();
         let creds = self.credentials(r)?;
         if challenge.to_ascii_lowercase().starts_with("bearer") {
-            let token = self.fetch_token(r, &challenge, &scope, creds.as_ref())?;
+            let token = self.fetch_token(r, &challenge, &key.1, creds.as_ref())?;
             if let Ok(mut t) = self.tokens.lock() {
-                t.insert(scope, token.clone());
+                t.insert(key, token.clone());
             }
             return make().bearer_auth(token).send().map_err(unreachable);
         }
@@ -234,6 +384,9 @@ impl Client {
         }
     }
 
+    /// Asks the challenge's realm for a token. The realm is the registry's choice, so it is
+    /// checked first: http(s) only; a TLS registry's realm is TLS; credentials go to a plain-HTTP
+    /// realm only on the registry's own host (a loopback or `--insecure-registry` setup).
     fn fetch_token(
         &self,
         r: &Reference,
@@ -241,22 +394,52 @@ impl Client {
         scope: &str,
         creds: Option<&Credentials>,
     ) -> Result<String, RegistryError> {
+        let refused = |message: String| RegistryError::Refused {
+            reference: r.to_string(),
+            message,
+        };
         let params = parse_challenge(challenge);
         let realm = params.get("realm").ok_or_else(|| RegistryError::Invalid {
             reference: r.to_string(),
-            message: format!("bearer challenge without realm: {challenge}"),
+            message: format!(
+                "bearer challenge without realm: {}",
+                untrusted::shown(challenge)
+            ),
         })?;
-        let mut req = self.http.get(realm).query(&[("scope", scope)]);
+        let realm_url = reqwest::Url::parse(realm)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+            .ok_or_else(|| {
+                refused(format!(
+                    "token realm {} is not an http(s) URL",
+                    untrusted::shown(realm)
+                ))
+            })?;
+        let registry_tls = self.scheme(r) == "https";
+        if registry_tls && realm_url.scheme() != "https" {
+            return Err(refused(format!(
+                "the TLS registry names a plain-HTTP token realm {}; credentials and tokens never travel in the clear",
+                untrusted::shown(realm)
+            )));
+        }
+        if creds.is_some()
+            && realm_url.scheme() == "http"
+            && realm_url.host_str() != Some(crate::reference::host_of(r.registry()))
+        {
+            return Err(refused(format!(
+                "token realm {} is plain HTTP on another host; credentials for {} are not sent there",
+                untrusted::shown(realm),
+                r.registry()
+            )));
+        }
+        let mut req = self.http.get(realm_url).query(&[("scope", scope)]);
         if let Some(service) = params.get("service") {
             req = req.query(&[("service", service)]);
         }
         if let Some(c) = creds {
             req = req.basic_auth(&c.username, Some(&c.password));
         }
-        let resp = req.send().map_err(|e| RegistryError::Unreachable {
-            reference: realm.clone(),
-            message: error_chain(&e),
-        })?;
+        let resp = req.send().map_err(|e| transport_error(r, &e))?;
         if !resp.status().is_success() {
             return Err(RegistryError::Denied {
                 reference: r.to_string(),
@@ -267,7 +450,7 @@ impl Client {
         let v: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| RegistryError::Invalid {
                 reference: r.to_string(),
-                message: format!("token response: {e}"),
+                message: format!("token response: {}", untrusted::shown(&e.to_string())),
             })?;
         v["token"]
             .as_str()
@@ -282,8 +465,8 @@ impl Client {
     /// Resolves the reference to the descriptor of its manifest (one HEAD; GET when the registry
     /// gives no digest). A pinned digest is still checked to exist.
     pub fn resolve(&self, r: &Reference) -> Result<Descriptor, RegistryError> {
-        let url = format!("{}/manifests/{}", self.base(r), r.target());
-        let resp = self.send(r, false, &|| {
+        let url = self.url(r, Endpoint::Manifest(r.target()))?;
+        let resp = self.send(r, false, &url, &|| {
             self.http
                 .head(&url)
                 .header(ACCEPT, ACCEPTED_MANIFESTS.join(", "))
@@ -294,45 +477,37 @@ impl Client {
         // From the header: a HEAD response has no body, so `content_length()` (the body's size)
         // says 0 and would send every resolve on to a GET.
         let size = header(&resp, CONTENT_LENGTH.as_str()).and_then(|n| n.parse::<u64>().ok());
-        match (media_type, digest, size) {
-            (Some(media_type), Some(digest), Some(size)) if is_sha256(&digest) && size > 0 => {
-                if let Some(pinned) = &r.digest
-                    && pinned != &digest
-                {
-                    return Err(RegistryError::DigestMismatch {
-                        what: "manifest",
-                        reference: r.to_string(),
-                        expected: pinned.clone(),
-                        actual: digest,
-                    });
-                }
-                Ok(Descriptor {
-                    media_type,
+        let descriptor = match (media_type, digest, size) {
+            (Some(media_type), Some(digest), Some(size))
+                if is_sha256(&digest) && size > 0 && size <= MAX_MANIFEST_BYTES =>
+            {
+                Descriptor {
+                    media_type: untrusted::shown(&media_type),
                     digest,
                     size,
                     artifact_type: None,
                     annotations: Default::default(),
-                })
+                }
             }
             _ => {
                 let (bytes, media_type) = self.get_manifest(r, r.target())?;
-                let digest = sha256_digest(&bytes);
-                if let Some(pinned) = &r.digest
-                    && pinned != &digest
-                {
-                    return Err(RegistryError::DigestMismatch {
-                        what: "manifest",
-                        reference: r.to_string(),
-                        expected: pinned.clone(),
-                        actual: digest,
-                    });
-                }
-                Ok(Descriptor {
+                Descriptor {
                     size: bytes.len() as u64,
                     ..Descriptor::of(&media_type, &bytes)
-                })
+                }
             }
+        };
+        if let Some(pinned) = r.digest()
+            && pinned != descriptor.digest
+        {
+            return Err(RegistryError::DigestMismatch {
+                what: "manifest",
+                reference: r.to_string(),
+                expected: pinned.to_owned(),
+                actual: descriptor.digest,
+            });
         }
+        Ok(descriptor)
     }
 
     fn get_manifest(
@@ -340,14 +515,15 @@ impl Client {
         r: &Reference,
         target: &str,
     ) -> Result<(Vec<u8>, String), RegistryError> {
-        let url = format!("{}/manifests/{target}", self.base(r));
-        let resp = self.send(r, false, &|| {
+        let url = self.url(r, Endpoint::Manifest(target))?;
+        let resp = self.send(r, false, &url, &|| {
             self.http
                 .get(&url)
                 .header(ACCEPT, ACCEPTED_MANIFESTS.join(", "))
         })?;
         let resp = check_status(resp, r)?;
-        let media_type = header(&resp, CONTENT_TYPE.as_str()).unwrap_or_default();
+        let media_type =
+            untrusted::shown(&header(&resp, CONTENT_TYPE.as_str()).unwrap_or_default());
         let bytes = read_limited(resp, MAX_MANIFEST_BYTES, r)?;
         Ok((bytes, media_type))
     }
@@ -358,6 +534,12 @@ impl Client {
         r: &Reference,
         digest: &str,
     ) -> Result<(Vec<u8>, String), RegistryError> {
+        if !is_sha256(digest) {
+            return Err(RegistryError::Invalid {
+                reference: r.repository_path(),
+                message: format!("manifest digest {} is not sha256", untrusted::shown(digest)),
+            });
+        }
         let at = r.with_digest(digest);
         let (bytes, media_type) = self.get_manifest(&at, digest)?;
         let actual = sha256_digest(&bytes);
@@ -372,18 +554,39 @@ impl Client {
         Ok((bytes, media_type))
     }
 
-    /// Fetches a blob, checking its size and digest against the descriptor while reading.
-    pub fn fetch_blob(&self, r: &Reference, d: &Descriptor) -> Result<Vec<u8>, RegistryError> {
-        let name = format!("{}@{}", r.repository_path(), d.digest);
-        if !is_sha256(&d.digest) {
-            return Err(RegistryError::Invalid {
+    /// Fetches a blob of `kind`, checking its size and digest against the descriptor while
+    /// reading. A descriptor larger than the kind allows is refused unfetched; a
+    /// `Content-Length` other than the descriptor's size is a size mismatch before any read; the
+    /// body is read in bounded steps, never into a buffer the other side sized.
+    pub fn fetch_blob(
+        &self,
+        r: &Reference,
+        d: &Descriptor,
+        kind: BlobKind,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let name = format!("{}@{}", r.repository_path(), untrusted::shown(&d.digest));
+        if d.size > kind.max_bytes() {
+            return Err(RegistryError::Refused {
                 reference: name,
-                message: "descriptor digest is not sha256".into(),
+                message: format!(
+                    "descriptor declares {} bytes; a {kind:?} blob is at most {}",
+                    d.size,
+                    kind.max_bytes()
+                ),
             });
         }
-        let url = format!("{}/blobs/{}", self.base(r), d.digest);
-        let resp = self.send(r, false, &|| self.http.get(&url))?;
+        let url = self.url(r, Endpoint::Blob(&d.digest))?;
+        let resp = self.send(r, false, &url, &|| self.http.get(&url))?;
         let resp = check_status(resp, r)?;
+        if let Some(n) = resp.content_length()
+            && n != d.size
+        {
+            return Err(RegistryError::SizeMismatch {
+                reference: name,
+                expected: d.size,
+                actual: n,
+            });
+        }
         let bytes = read_limited(resp, d.size, r).map_err(|e| match e {
             RegistryError::TooLarge { .. } => RegistryError::SizeMismatch {
                 reference: name.clone(),
@@ -423,7 +626,9 @@ impl Client {
         self.push_blob_with_progress(r, media_type, bytes, None)
     }
 
-    /// [`Client::push_blob`], reporting `(bytes sent, total)` as the upload streams.
+    /// [`Client::push_blob`], reporting `(bytes sent, total)` as the upload streams. The upload
+    /// `Location` is the registry's choice: on another origin it gets the bytes but no
+    /// credentials; from a TLS registry to plain HTTP it is refused.
     pub fn push_blob_with_progress(
         &self,
         r: &Reference,
@@ -434,14 +639,14 @@ impl Client {
         const ASK_FIRST_ABOVE: usize = 16 * 1024;
         let d = Descriptor::of(media_type, bytes);
         if bytes.len() > ASK_FIRST_ABOVE {
-            let blob_url = format!("{}/blobs/{}", self.base(r), d.digest);
-            let head = self.send(r, true, &|| self.http.head(&blob_url))?;
+            let blob_url = self.url(r, Endpoint::Blob(&d.digest))?;
+            let head = self.send(r, true, &blob_url, &|| self.http.head(&blob_url))?;
             if head.status().is_success() {
                 return Ok(d);
             }
         }
-        let start_url = format!("{}/blobs/uploads/", self.base(r));
-        let resp = self.send(r, true, &|| {
+        let start_url = self.url(r, Endpoint::Uploads)?;
+        let resp = self.send(r, true, &start_url, &|| {
             self.http.post(&start_url).header("content-length", "0")
         })?;
         let resp = check_status(resp, r)?;
@@ -449,17 +654,30 @@ impl Client {
             reference: r.to_string(),
             message: "upload started without a Location".into(),
         })?;
-        let location = if location.starts_with("http") {
-            location
-        } else {
-            let origin = self.base(r);
-            let origin = &origin[..origin.find("/v2/").unwrap_or(origin.len())];
-            format!("{origin}{location}")
-        };
-        let sep = if location.contains('?') { '&' } else { '?' };
-        let put_url = format!("{location}{sep}digest={}", d.digest);
+        let mut put_url = reqwest::Url::parse(&start_url)
+            .and_then(|base| base.join(&location))
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .ok_or_else(|| RegistryError::Invalid {
+                reference: r.to_string(),
+                message: format!(
+                    "upload Location {} is not a URL",
+                    untrusted::shown(&location)
+                ),
+            })?;
+        if self.scheme(r) == "https" && put_url.scheme() != "https" {
+            return Err(RegistryError::Refused {
+                reference: r.to_string(),
+                message: format!(
+                    "the TLS registry sent the upload to plain-HTTP {}",
+                    untrusted::shown(&location)
+                ),
+            });
+        }
+        put_url.query_pairs_mut().append_pair("digest", &d.digest);
+        let put_url = put_url.to_string();
         let body: std::sync::Arc<[u8]> = bytes.into();
-        let resp = self.send(r, true, &|| {
+        let resp = self.send(r, true, &put_url, &|| {
             let len = body.len() as u64;
             let reader = CountingReader {
                 data: body.clone(),
@@ -483,9 +701,9 @@ impl Client {
         media_type: &str,
         bytes: &[u8],
     ) -> Result<Descriptor, RegistryError> {
-        let url = format!("{}/manifests/{tag_or_digest}", self.base(r));
+        let url = self.url(r, Endpoint::Manifest(tag_or_digest))?;
         let body = bytes.to_vec();
-        let resp = self.send(r, true, &|| {
+        let resp = self.send(r, true, &url, &|| {
             self.http
                 .put(&url)
                 .header(CONTENT_TYPE, media_type)
@@ -502,8 +720,10 @@ impl Client {
         r: &Reference,
         digest: &str,
     ) -> Result<Option<Vec<Descriptor>>, RegistryError> {
-        let url = format!("{}/referrers/{digest}", self.base(r));
-        let resp = self.send(r, false, &|| self.http.get(&url).header(ACCEPT, OCI_INDEX))?;
+        let url = self.url(r, Endpoint::Referrers(digest))?;
+        let resp = self.send(r, false, &url, &|| {
+            self.http.get(&url).header(ACCEPT, OCI_INDEX)
+        })?;
         let status = resp.status();
         let is_index =
             header(&resp, CONTENT_TYPE.as_str()).is_some_and(|c| c.starts_with(OCI_INDEX));
@@ -515,7 +735,7 @@ impl Client {
         let index: ImageIndex =
             serde_json::from_slice(&bytes).map_err(|e| RegistryError::Invalid {
                 reference: r.to_string(),
-                message: format!("referrers index: {e}"),
+                message: format!("referrers index: {}", untrusted::shown(&e.to_string())),
             })?;
         Ok(Some(index.manifests))
     }
@@ -529,8 +749,8 @@ impl Client {
         tag: &str,
     ) -> Result<Option<(Vec<u8>, Descriptor)>, RegistryError> {
         let at = r.with_tag(tag);
-        let url = format!("{}/manifests/{tag}", self.base(&at));
-        let resp = self.send(&at, false, &|| {
+        let url = self.url(&at, Endpoint::Manifest(tag))?;
+        let resp = self.send(&at, false, &url, &|| {
             self.http
                 .get(&url)
                 .header(ACCEPT, ACCEPTED_MANIFESTS.join(", "))
@@ -540,7 +760,8 @@ impl Client {
             Err(RegistryError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let media_type = header(&resp, CONTENT_TYPE.as_str()).unwrap_or_default();
+        let media_type =
+            untrusted::shown(&header(&resp, CONTENT_TYPE.as_str()).unwrap_or_default());
         let registry_digest = header(&resp, "docker-content-digest");
         let bytes = read_limited(resp, MAX_MANIFEST_BYTES, &at)?;
         let d = Descriptor::of(&media_type, &bytes);
@@ -579,18 +800,36 @@ fn check_status(resp: Response, r: &Reference) -> Result<Response, RegistryError
             status: status.as_u16(),
         },
         _ => {
-            let mut body = String::new();
-            let _ = resp.take(512).read_to_string(&mut body);
+            let mut body = Vec::new();
+            let _ = resp.take(512).read_to_end(&mut body);
             RegistryError::Status {
                 reference,
                 status: status.as_u16(),
-                body: body.trim().replace('\n', " "),
+                body: untrusted::shown(String::from_utf8_lossy(&body).trim()),
             }
         }
     })
 }
 
-/// Reads at most `limit` bytes; more is an error (a hostile registry cannot fill memory).
+/// A transport failure: a refused redirect is the registry's doing, anything else is the
+/// network's (retry later).
+fn transport_error(r: &Reference, e: &reqwest::Error) -> RegistryError {
+    let message = untrusted::shown_max(&error_chain(e), 1024);
+    if e.is_redirect() {
+        RegistryError::Refused {
+            reference: r.to_string(),
+            message,
+        }
+    } else {
+        RegistryError::Unreachable {
+            reference: r.to_string(),
+            message,
+        }
+    }
+}
+
+/// Reads at most `limit` bytes; more is an error (a hostile registry cannot fill memory). The
+/// buffer grows with what arrives: a declared `Content-Length` only decides an early refusal.
 fn read_limited(resp: Response, limit: u64, r: &Reference) -> Result<Vec<u8>, RegistryError> {
     if resp.content_length().is_some_and(|n| n > limit) {
         return Err(RegistryError::TooLarge {
@@ -598,12 +837,12 @@ fn read_limited(resp: Response, limit: u64, r: &Reference) -> Result<Vec<u8>, Re
             limit,
         });
     }
-    let mut out = Vec::with_capacity(resp.content_length().unwrap_or(0).min(limit) as usize);
+    let mut out = Vec::new();
     resp.take(limit + 1)
         .read_to_end(&mut out)
         .map_err(|e| RegistryError::Unreachable {
             reference: r.to_string(),
-            message: format!("reading response: {e}"),
+            message: format!("reading response: {}", untrusted::shown(&e.to_string())),
         })?;
     if out.len() as u64 > limit {
         return Err(RegistryError::TooLarge {
@@ -612,30 +851,6 @@ fn read_limited(resp: Response, limit: u64, r: &Reference) -> Result<Vec<u8>, Re
         });
     }
     Ok(out)
-}
-
-fn parse_challenge(challenge: &str) -> HashMap<String, String> {
-    let rest = challenge.split_once(' ').map_or("", |(_, r)| r);
-    let mut out = HashMap::new();
-    let mut s = rest;
-    while let Some((k, v)) = s.split_once('=') {
-        let k = k.trim().trim_start_matches(',').trim().to_ascii_lowercase();
-        let v = v.trim_start();
-        let (value, after) = if let Some(q) = v.strip_prefix('"') {
-            match q.find('"') {
-                Some(end) => (&q[..end], &q[end + 1..]),
-                None => (q, ""),
-            }
-        } else {
-            match v.find(',') {
-                Some(end) => (&v[..end], &v[end..]),
-                None => (v, ""),
-            }
-        };
-        out.insert(k, value.to_owned());
-        s = after;
-    }
-    out
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -674,13 +889,20 @@ mod tests {
         assert_eq!(seen.last(), Some(&(600 * 1024, 600 * 1024)));
     }
 
+    /// Issue 7 item 10: a TLS registry's redirects stay on TLS.
     #[test]
-    fn bearer_challenge_parsing() {
-        let p = parse_challenge(
-            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull""#,
-        );
-        assert_eq!(p["realm"], "https://auth.example/token");
-        assert_eq!(p["service"], "registry.example");
-        assert_eq!(p["scope"], "repository:a/b:pull");
+    fn redirects_from_tls_stay_on_tls() {
+        let u = |s: &str| reqwest::Url::parse(s).unwrap();
+        let tls = [u("https://registry.example/v2/x/blobs/sha256:1")];
+        assert!(redirect_allowed(&tls, &u("https://cdn.example/blob")));
+        assert!(!redirect_allowed(&tls, &u("http://cdn.example/blob")));
+        let chain = [u("https://registry.example/"), u("https://cdn.example/")];
+        assert!(!redirect_allowed(&chain, &u("http://cdn.example/")));
+        let plain = [u("http://127.0.0.1:5000/v2/")];
+        assert!(redirect_allowed(&plain, &u("http://127.0.0.1:5001/")));
+        let long: Vec<_> = (0..11)
+            .map(|i| u(&format!("https://h{i}.example/")))
+            .collect();
+        assert!(!redirect_allowed(&long, &u("https://h.example/")));
     }
 }

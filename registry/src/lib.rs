@@ -14,7 +14,8 @@ pub mod reference;
 pub mod signatures;
 #[cfg(feature = "test-support")]
 pub mod testing;
+pub mod untrusted;
 
-pub use client::{Client, ClientOptions, Progress, RegistryError};
+pub use client::{BlobKind, Client, ClientOptions, ErrorClass, Progress, RegistryError};
 pub use manifest::{Descriptor, ImageIndex, ImageManifest};
 pub use reference::Reference;

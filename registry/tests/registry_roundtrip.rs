@@ -9,7 +9,7 @@ use bpfship_registry::signatures::{
     fetch_bundles, fetch_legacy, push_bundle, push_legacy, referrers_tag,
 };
 use bpfship_registry::testing::TestRegistry;
-use bpfship_registry::{Client, ClientOptions, ImageManifest, Reference, RegistryError};
+use bpfship_registry::{BlobKind, Client, ClientOptions, ImageManifest, Reference, RegistryError};
 
 macro_rules! registry_or_skip {
     () => {
@@ -32,7 +32,7 @@ fn push(client: &Client, r: &Reference, p: &bpfship_registry::artifact::Packaged
     client
         .push_manifest(
             r,
-            r.tag.as_deref().unwrap(),
+            r.tag().unwrap(),
             bpfship_registry::manifest::OCI_MANIFEST,
             &bytes,
         )
@@ -69,7 +69,7 @@ fn push_resolve_fetch_by_digest_and_skopeo_reads_it() {
     let (bytes, _) = client.fetch_manifest(&r, &d.digest).unwrap();
     let m: ImageManifest = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(kind_of(&m).unwrap(), ArtifactKind::Ebpf);
-    let layer = client.fetch_blob(&r, &m.layers[0]).unwrap();
+    let layer = client.fetch_blob(&r, &m.layers[0], BlobKind::Ebpf).unwrap();
     let (name, elf) = unpack_layer(&m.layers[0].media_type, &layer).unwrap();
     assert_eq!(
         (name.as_str(), elf.as_slice()),
@@ -206,7 +206,7 @@ fn tampered_blob_is_rejected_by_digest() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     std::fs::write(&path, bytes).unwrap();
-    let e = client.fetch_blob(&r, layer).unwrap_err();
+    let e = client.fetch_blob(&r, layer, BlobKind::Ebpf).unwrap_err();
     assert!(matches!(e, RegistryError::DigestMismatch { .. }), "{e}");
     assert!(e.to_string().contains("digest mismatch"));
 }

@@ -6,7 +6,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bpfship_registry::{Client, Reference};
+use bpfship_registry::{Client, ErrorClass, Reference, RegistryError};
 use bpfship_trust::content::Findings;
 use bpfship_trust::verify::{self as trust_verify, TrustSource, VerifyError};
 use bpfship_verifier::policy::Policy;
@@ -172,9 +172,20 @@ impl Deployment {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The registry failed mid-way: nothing changes, the next poll retries.
-    fn registry_unavailable(&mut self, e: &dyn std::fmt::Display) {
-        self.status().registry = clip(&format!("{e}; will retry"));
+    /// The registry failed mid-way: nothing changes, the next poll retries. The failure is
+    /// classified once (see [`ErrorClass`]): an integrity failure (a digest or size mismatch) is
+    /// audited and shown as such, never as "registry unavailable".
+    fn registry_failed(&mut self, digest: &str, e: &RegistryError) {
+        let class = e.class();
+        let reason = clip(&e.to_string());
+        if class == ErrorClass::Integrity {
+            self.audit("integrity_failure", Some(digest), &reason);
+        }
+        let mut s = self.status();
+        s.registry = format!("{}: {reason}; will retry", class.as_str());
+        s.registry_failure = Some(class);
+        *s.registry_failures.entry(class).or_default() += 1;
+        drop(s);
         self.next_poll = Instant::now() + self.ctx.poll_interval;
     }
 
@@ -463,13 +474,19 @@ impl Deployment {
                     "{e}; retrying in {:.1}s, the stable version keeps serving",
                     self.backoff.as_secs_f64()
                 );
-                self.status().registry = clip(&msg);
+                let mut s = self.status();
+                s.registry = clip(&msg);
+                s.registry_failure = Some(e.class());
+                *s.registry_failures.entry(e.class()).or_default() += 1;
                 return;
             }
         };
         self.backoff = Duration::ZERO;
         self.next_poll = Instant::now() + self.ctx.poll_interval;
-        self.status().registry = "ok".into();
+        let mut s = self.status();
+        s.registry = "ok".into();
+        s.registry_failure = None;
+        drop(s);
         let known = [&self.state.stable, &self.state.canary]
             .into_iter()
             .flatten()
@@ -513,7 +530,7 @@ impl Deployment {
     /// the operator chose that digest (a pin, or a config that names the digest).
     fn downgrade_check(&self, digest: &str, version: Option<u64>) -> Result<(), String> {
         let chosen =
-            self.state.pinned.as_deref() == Some(digest) || self.reference.digest.is_some();
+            self.state.pinned.as_deref() == Some(digest) || self.reference.digest().is_some();
         if chosen {
             return Ok(());
         }
@@ -556,7 +573,7 @@ impl Deployment {
         let trust = TrustSource::policy(&policy);
         let verified = match trust_verify::verify(&self.ctx.client, &by_digest, trust) {
             Ok(v) => v,
-            Err(VerifyError::Registry(e)) => return self.registry_unavailable(&e),
+            Err(VerifyError::Registry(e)) => return self.registry_failed(digest, &e),
             // Signature metadata is written by whoever can push — before the real signer, or
             // beside it — and signing follows pushing (`bpfship push --key`, cosign): a digest
             // without a valid signature is refused for now, audited once, and checked again
@@ -590,7 +607,7 @@ impl Deployment {
         let content = match trust_verify::fetch_content(&self.ctx.client, &verified, Some(&policy))
         {
             Ok(c) => c,
-            Err(VerifyError::Registry(e)) => return self.registry_unavailable(&e),
+            Err(VerifyError::Registry(e)) => return self.registry_failed(digest, &e),
             Err(e) => return self.reject(digest, "refused", &e.to_string()),
         };
         let Findings::Ebpf(report) = &content.inspection.findings else {

@@ -49,8 +49,13 @@ pub fn render(reg: &Registry) -> String {
     );
     family(
         "bpfship_registry_up",
-        "1 if the last registry poll succeeded.",
+        "1 if the registry answered the last request (even with content that failed its digest check).",
         "gauge",
+    );
+    family(
+        "bpfship_registry_failures_total",
+        "Registry failures by class: unavailable, integrity, not_found, auth, refused.",
+        "counter",
     );
     for (name, status) in &reg.statuses {
         let s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -101,11 +106,24 @@ pub fn render(reg: &Registry) -> String {
                 u8::from(v.ok)
             );
         }
+        // Up unless the registry could not be reached: a registry that serves tampered content
+        // is up, and counted under `bpfship_registry_failures_total{class="integrity"}`.
         let _ = writeln!(
             out,
             "bpfship_registry_up{{deployment=\"{name}\"}} {}",
-            u8::from(s.registry == "ok")
+            u8::from(
+                s.registry == "ok"
+                    || s.registry_failure
+                        .is_some_and(|c| c != bpfship_registry::ErrorClass::Unavailable)
+            )
         );
+        for (class, n) in &s.registry_failures {
+            let _ = writeln!(
+                out,
+                "bpfship_registry_failures_total{{deployment=\"{name}\",class=\"{}\"}} {n}",
+                class.as_str()
+            );
+        }
     }
     out
 }

@@ -3,14 +3,19 @@
 //! blobs by digest and apply the policy's eBPF/WASM rules. Nothing is trusted before that.
 
 use bpfship_registry::artifact::{self, ArtifactError, ArtifactKind};
-use bpfship_registry::signatures::{fetch_bundles, fetch_legacy};
-use bpfship_registry::{Client, Descriptor, ImageManifest, Reference, RegistryError};
+use bpfship_registry::signatures::{bundle_entries, legacy_entries};
+use bpfship_registry::{
+    BlobKind, Client, Descriptor, ErrorClass, ImageManifest, Reference, RegistryError, untrusted,
+};
 use bpfship_verifier::keys::{KeyError, PublicKey};
 use bpfship_verifier::policy::{Policy, SignedIdentity};
 use serde::Serialize;
 
 use crate::content::{self, ContentError, Inspection};
 use crate::offline::{SignatureMaterial, judge_bundle, judge_legacy};
+
+/// Reasons kept for one verification (each entry gives at most one; entries are capped too).
+const MAX_REASONS: usize = 16;
 
 /// Whose signatures count: explicit keys (`--key`), or the policy's trust rule for the repository.
 ///
@@ -256,33 +261,78 @@ fn verify_digest(
         })?;
     let mut reasons = Vec::new();
     let mut signatures = Vec::new();
-    // Both signature layouts are looked up at once, each on its own connection.
-    let (legacy, bundles) = std::thread::scope(|s| {
-        let legacy = s.spawn(|| fetch_legacy(client, repo, digest));
-        let bundles = fetch_bundles(client, repo, digest);
-        let legacy = legacy
+    // Each entry is judged on its own and an unreadable or invalid one is only a reason: junk
+    // that a pusher added to the `.sig` manifest or the referrers cannot hide a valid signature.
+    // Only a registry that cannot be reached at all stops the judging (the caller retries).
+    let mut found = 0usize;
+    let note = |reasons: &mut Vec<String>, reason: String| {
+        if reasons.len() < MAX_REASONS {
+            reasons.push(untrusted::shown_max(&reason, 512));
+        }
+    };
+    let entry_error = |what: &str, e: RegistryError| match e.class() {
+        ErrorClass::Unavailable => Err(VerifyError::Registry(e)),
+        _ => Ok(format!("{what}: {e}")),
+    };
+    let mut judged = |reasons: &mut Vec<String>, j: Result<VerifiedSignature, String>| match j {
+        Ok(v) => signatures.push(v),
+        Err(e) => note(reasons, e),
+    };
+    // The referrers are listed (on their own connection) while the legacy entries are judged;
+    // each entry is fetched only when it is judged.
+    std::thread::scope(|s| {
+        let bundles = s.spawn(|| bundle_entries(client, repo, digest));
+        match legacy_entries(client, repo, digest) {
+            Ok(entries) => {
+                for entry in entries.into_iter().flatten() {
+                    found += 1;
+                    match entry {
+                        Ok(sig) => judged(
+                            &mut reasons,
+                            judge_legacy(
+                                &sig.payload,
+                                &sig.signature,
+                                trusted,
+                                &repository,
+                                digest,
+                            ),
+                        ),
+                        Err(e) => note(&mut reasons, entry_error("legacy signature", e)?),
+                    }
+                }
+            }
+            Err(e) => {
+                found += 1;
+                note(&mut reasons, entry_error("legacy signatures", e)?);
+            }
+        }
+        let bundles = bundles
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
-        (legacy, bundles)
-    });
-    let (legacy, bundles) = (legacy?, bundles?);
-    let judged = legacy
-        .iter()
-        .map(|sig| judge_legacy(&sig.payload, &sig.signature, trusted, &repository, digest))
-        .chain(
-            bundles
-                .iter()
-                .map(|raw| judge_bundle(raw, trusted, &repository, digest)),
-        );
-    for j in judged {
-        match j {
-            Ok(v) => signatures.push(v),
-            Err(e) => reasons.push(e),
+        match bundles {
+            Ok(entries) => {
+                for entry in entries {
+                    found += 1;
+                    match entry {
+                        Ok(raw) => judged(
+                            &mut reasons,
+                            judge_bundle(&raw, trusted, &repository, digest),
+                        ),
+                        Err(e) => note(&mut reasons, entry_error("bundle", e)?),
+                    }
+                }
+            }
+            Err(e) => {
+                found += 1;
+                note(&mut reasons, entry_error("bundles", e)?);
+            }
         }
-    }
+        Ok::<(), VerifyError>(())
+    })?;
     // allow_unsigned covers artifacts with no signature at all: a signature that is there and
-    // fails (wrong key, other repository, tampered) is refused, never taken for absence.
-    let absent = legacy.is_empty() && bundles.is_empty();
+    // fails (wrong key, other repository, tampered, unreadable) is refused, never taken for
+    // absence.
+    let absent = found == 0;
     let unsigned_allowed = signatures.is_empty() && allow_unsigned && absent;
     if signatures.is_empty() && !unsigned_allowed {
         return Err(if absent {
@@ -325,7 +375,7 @@ pub fn fetch_content(
     };
     let kind = artifact::kind_of(&verified.manifest).map_err(at)?;
     let layer = &verified.manifest.layers[0];
-    let blob = client.fetch_blob(&verified.repository, layer)?;
+    let blob = client.fetch_blob(&verified.repository, layer, BlobKind::of_artifact(kind))?;
     let (file_name, bytes) = artifact::unpack_layer(&layer.media_type, &blob).map_err(at)?;
     let file_name = verified
         .manifest

@@ -4,9 +4,10 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use bpfship_registry::ImageManifest;
 use bpfship_registry::artifact::{kind_of, unpack_layer};
-use bpfship_registry::signatures::{fetch_bundles, fetch_legacy};
+use bpfship_registry::signatures::{bundle_entries, legacy_entries};
+use bpfship_registry::untrusted::{escape, shown};
+use bpfship_registry::{BlobKind, ImageManifest};
 use bpfship_trust::content::inspect;
 
 use crate::exit::CmdResult;
@@ -54,11 +55,21 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
     let d = client.resolve(&target)?;
     let (bytes, media_type) = client.fetch_manifest(&target, &d.digest)?;
     let manifest: ImageManifest = serde_json::from_slice(&bytes).context("manifest")?;
-    let legacy = fetch_legacy(&client, &target, &d.digest)?;
-    let bundles = fetch_bundles(&client, &target, &d.digest)?;
+    // Entries are counted, not judged (`verify` judges); an unreadable one is counted apart.
+    let count = |entries: &mut dyn Iterator<Item = Result<(), bpfship_registry::RegistryError>>| {
+        entries.fold((0usize, 0usize), |(ok, bad), e| match e {
+            Ok(()) => (ok + 1, bad),
+            Err(_) => (ok, bad + 1),
+        })
+    };
+    let legacy = match legacy_entries(&client, &target, &d.digest)? {
+        Some(mut entries) => count(&mut entries.by_ref().map(|e| e.map(drop))),
+        None => (0, 0),
+    };
+    let bundles = count(&mut bundle_entries(&client, &target, &d.digest)?.map(|e| e.map(drop)));
     let kind = kind_of(&manifest)?;
     let layer = &manifest.layers[0];
-    let blob = client.fetch_blob(&target, layer)?;
+    let blob = client.fetch_blob(&target, layer, BlobKind::of_artifact(kind))?;
     let (file_name, content) = unpack_layer(&layer.media_type, &blob)?;
     let findings = inspect(&content, None)
         .with_context(|| format!("{}@{}", target.repository_path(), d.digest))?;
@@ -69,27 +80,38 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
             "media_type": media_type,
             "kind": kind,
             "manifest": manifest,
-            "signatures": { "legacy": legacy.len(), "bundles": bundles.len() },
+            "signatures": {
+                "legacy": legacy.0, "bundles": bundles.0,
+                "unreadable": { "legacy": legacy.1, "bundles": bundles.1 },
+            },
             "file": file_name,
             "findings": findings,
         }))?,
+        // Registry- and author-chosen strings are escaped (and capped) for the terminal.
         _ => {
             outln!(
-                "{pinned}\n  {media_type}, {kind:?}, {} bytes in {}",
+                "{pinned}\n  {}, {kind:?}, {} bytes in {}",
+                shown(&media_type),
                 content.len(),
-                file_name
+                shown(&file_name)
             )?;
             for (k, v) in &manifest.annotations {
-                outln!("  {k}: {v}")?;
+                outln!("  {}: {}", shown(k), shown(v))?;
             }
+            let unreadable = match legacy.1 + bundles.1 {
+                0 => String::new(),
+                n => format!(" ({n} unreadable)"),
+            };
             outln!(
-                "  signatures present: {} legacy (.sig), {} sigstore bundle(s)",
-                legacy.len(),
-                bundles.len()
+                "  signatures present: {} legacy (.sig), {} sigstore bundle(s){unreadable}",
+                legacy.0,
+                bundles.0
             )?;
             let mut s = String::new();
-            crate::render::inspection(&file_name, &findings, &mut s);
-            out!("{s}")?;
+            crate::render::inspection(&shown(&file_name), &findings, &mut s);
+            for line in s.lines() {
+                outln!("{}", escape(line))?;
+            }
         }
     }
     Ok(())

@@ -35,8 +35,8 @@ pub struct Args {
 
 pub fn run(args: Args, out: OutputFormat) -> CmdResult {
     let target = reference(&args.reference)?;
-    let tag = match (&target.tag, &target.digest) {
-        (Some(t), None) => t.clone(),
+    let tag = match (target.tag(), target.digest()) {
+        (Some(t), None) => t.to_owned(),
         (None, None) => "latest".to_string(),
         _ => {
             return Err(

@@ -72,15 +72,13 @@ pub struct Args {
     registry: RegistryArgs,
 }
 
-/// Maps verification failures to exit codes: registry/IO trouble is 2, a refusal is 1.
+/// Maps verification failures to exit codes: registry/IO trouble is 2, a refusal is 1 — and so
+/// is what the registry served when it fails its digest or size (integrity) or is refused.
 pub fn failure(e: VerifyError) -> Failure {
+    use bpfship_registry::ErrorClass;
     match e {
         VerifyError::Registry(ref r)
-            if !matches!(
-                r,
-                bpfship_registry::RegistryError::DigestMismatch { .. }
-                    | bpfship_registry::RegistryError::SizeMismatch { .. }
-            ) =>
+            if !matches!(r.class(), ErrorClass::Integrity | ErrorClass::Refused) =>
         {
             Failure::Error(e.into())
         }
