@@ -165,8 +165,9 @@ fn xdp_rollout_story() {
     // A signature by an untrusted key is refused for now, never for good (anyone who can push
     // can write one): the digest awaits a valid signature, checked again with back-off.
     let d4b = h.publish("v7", "agent/xdp", "stable", Signer::Untrusted);
+    // (Until the signature lands the digest awaits one as unsigned: wait for the verdict on it.)
     let s = h.wait_for("v4' refused for now", 15 * SEC, |s| {
-        awaiting(s, &d4b).is_some()
+        awaiting(s, &d4b).is_some_and(|r| r.contains("no valid signature"))
     });
     assert!(
         awaiting(&s, &d4b).unwrap().contains("no valid signature"),

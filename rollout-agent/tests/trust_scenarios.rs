@@ -173,13 +173,13 @@ fn a_bogus_signature_racing_the_signer_does_not_block_the_release() {
     )
     .unwrap();
     let s = h.wait_for("v2 awaiting a valid signature", 15 * SEC, |s| {
-        awaiting(s, &v2.digest).is_some()
+        awaiting(s, &v2.digest).is_some_and(|r| r.contains("no valid signature"))
     });
     let reason = awaiting(&s, &v2.digest).unwrap();
     assert!(reason.contains("no valid signature"), "{reason}");
     assert!(
         reason.len() < 2048 && !reason.contains('\u{1b}') && reason.contains("\\u{1b}"),
-        "hostile text escaped and cut: {} bytes",
+        "hostile text escaped and cut: {} bytes: {reason}",
         reason.len()
     );
     assert!(
