@@ -27,7 +27,11 @@ agent=(v1:version:"-DVERSION=1" v2:version:"-DVERSION=2" v3_abort:version:"-DVER
        v3_drop:version:"-DVERSION=3 -DBEHAVIOUR=2" v3_counter:version:"-DVERSION=3 -DBEHAVIOUR=3"
        v4:version:"-DVERSION=4" v5_reject:version:"-DVERSION=5 -DBEHAVIOUR=4" v6:version:"-DVERSION=6"
        v7:version:"-DVERSION=7" v8_frags:version:"-DVERSION=8 -DFRAGS" big1:big:"-DVERSION=1" big2:big:"-DVERSION=2" pin16:pinned:"-DENTRIES=16" pin16b:pinned:"-DENTRIES=16 -DVERSION=2" pin32:pinned:"-DENTRIES=32" up1:uprobe:"-DVERSION=1" up2:uprobe:"-DVERSION=2" tp1:events:"-DVERSION=1" tp2:events:"-DVERSION=2"
-       percpu_health:percpu_health:"")
+       percpu_health:percpu_health:""
+       vd_pass1:verdicts:"-DVERSION=1" vd_pass2:verdicts:"-DVERSION=2" vd_drop:verdicts:"-DVERSION=3 -DBEHAVIOUR=1"
+       vd_tx:verdicts:"-DVERSION=4 -DBEHAVIOUR=2" vd_mixed:verdicts:"-DVERSION=5 -DBEHAVIOUR=3"
+       tcv_ok1:tc_verdicts:"-DVERSION=1" tcv_ok2:tc_verdicts:"-DVERSION=2"
+       tcv_shot:tc_verdicts:"-DVERSION=3 -DBEHAVIOUR=1" tcv_redirect:tc_verdicts:"-DVERSION=4 -DBEHAVIOUR=2")
 asrc=$(cd "$(dirname "$0")/agent" && pwd)
 mkdir -p "$out/agent"
 for spec in "${agent[@]}"; do

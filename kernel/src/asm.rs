@@ -79,6 +79,7 @@ const X: u8 = 0x08;
 pub enum Op {
     Add = 0x00,
     Mul = 0x20,
+    Lsh = 0x60,
     Rsh = 0x70,
     Mod = 0x90,
     Xor = 0xa0,

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::instrument::{VERDICT_MAP, VerdictCounting};
 use crate::{
     Dispatcher, Hook, HookKind, KernelError, LinkFd, LoadedProgram, MapFd, ProgramFd, SplitMode,
     StatsGuard,
@@ -51,6 +52,8 @@ pub struct HookRuntime {
     /// Keeps `BPF_ENABLE_STATS` on while a whole-host canary runs (its run count is its
     /// event count).
     stats: Option<StatsGuard>,
+    /// Versions are loaded with their verdicts counted (see [`crate::instrument`]).
+    pub count_verdicts: bool,
 }
 
 /// How a canary was put in place.
@@ -113,6 +116,7 @@ impl HookRuntime {
             salt,
             whole_host: false,
             stats: None,
+            count_verdicts: true,
         })
     }
 
@@ -133,9 +137,18 @@ impl HookRuntime {
         program: &str,
         pin_name: &str,
     ) -> Result<LoadedProgram, KernelError> {
-        let prog = crate::load_program(elf, program, self.hook.kind(), &self.maps_dir())?;
-        // A `bpfship_health` map of another shape is refused before anything reads it.
+        let prog = if self.count_verdicts {
+            crate::load_program_counting_verdicts(elf, program, self.hook.kind(), &self.maps_dir())?
+        } else {
+            crate::load_program(elf, program, self.hook.kind(), &self.maps_dir())?
+        };
+        // A `bpfship_health` map of another shape is refused before anything reads it, and a
+        // version's own map may not pose as the agent's verdict counters.
         crate::health::HealthMap::of(&prog.fd)?;
+        let instrumented = matches!(prog.verdicts, Some(VerdictCounting::Instrumented(_)));
+        if !instrumented && prog.fd.map_named(VERDICT_MAP)?.is_some() {
+            return Err(KernelError::ReservedMapName(VERDICT_MAP));
+        }
         remove_pin(&self.pins.join(pin_name));
         prog.pin(&self.pins.join(pin_name))?;
         Ok(prog)

@@ -12,6 +12,7 @@ pub mod dispatcher;
 pub mod fd;
 pub mod health;
 pub mod hook;
+pub mod instrument;
 pub mod maps;
 pub mod probe;
 pub mod rename;
@@ -61,6 +62,10 @@ pub enum KernelError {
     MapShape(#[from] MapShapeError),
     #[error(transparent)]
     HealthMap(health::NotHealthMap),
+    #[error(
+        "the version declares a map named {0}, a name reserved for the agent's verdict counters"
+    )]
+    ReservedMapName(&'static str),
 }
 
 impl KernelError {
@@ -81,6 +86,8 @@ pub struct LoadedProgram {
     pub id: u32,
     /// Sections renamed so aya could load the object (`tc` → `classifier`…).
     pub renamed: Vec<rename::Renamed>,
+    /// How its verdicts are counted; `None` when counting was not asked for.
+    pub verdicts: Option<instrument::VerdictCounting>,
 }
 
 impl LoadedProgram {
@@ -88,10 +95,15 @@ impl LoadedProgram {
     pub fn open_pinned(path: &Path) -> Result<Self, KernelError> {
         let fd = ProgramFd::open_pinned(path)?;
         let id = fd.info()?.id;
+        let verdicts = instrument::VerdictMap::of(&fd)?
+            .map(|m| m.rewrite())
+            .transpose()?
+            .map(instrument::VerdictCounting::Instrumented);
         Ok(LoadedProgram {
             fd,
             id,
             renamed: Vec::new(),
+            verdicts,
         })
     }
 
@@ -104,27 +116,104 @@ impl LoadedProgram {
     pub fn info(&self) -> Result<fd::ProgInfo, KernelError> {
         self.fd.info()
     }
+
+    /// Events per verdict bucket so far (`None` when the version is not instrumented).
+    pub fn verdict_counts(&self) -> Option<instrument::VerdictValue> {
+        match &self.verdicts {
+            Some(instrument::VerdictCounting::Instrumented(_)) => {
+                instrument::VerdictMap::of(&self.fd).ok()??.counts().ok()
+            }
+            _ => None,
+        }
+    }
 }
 
-/// Loads `program` from an ELF object through the kernel verifier, with the object's pinned-by-
-/// name maps in `map_pin_dir` (never the global bpffs root). The object must already have been
-/// checked by the validator: aya-obj is not safe on arbitrary bytes, and a panic in it is caught
-/// here and reported as an error.
+/// Loads `program` from an ELF object through the kernel verifier, unmodified, with the
+/// object's pinned-by-name maps in `map_pin_dir` (never the global bpffs root). The object must
+/// already have been checked by the validator: aya-obj is not safe on arbitrary bytes, and a
+/// panic in it is caught here and reported as an error.
 pub fn load_program(
     elf: &[u8],
     program: &str,
     kind: HookKind,
     map_pin_dir: &Path,
 ) -> Result<LoadedProgram, KernelError> {
+    let (elf, renamed) = for_aya(elf, map_pin_dir)?;
+    let fd = load_with_aya(&elf, program, kind, map_pin_dir)?;
+    let id = fd.info()?.id;
+    Ok(LoadedProgram {
+        fd,
+        id,
+        renamed,
+        verdicts: None,
+    })
+}
+
+/// Like [`load_program`], with the program's verdicts counted per bucket
+/// ([`instrument`]): the instrumented program is loaded when the rewrite applies and the
+/// verifier accepts it, else the unmodified one, with the reason in
+/// [`LoadedProgram::verdicts`].
+pub fn load_program_counting_verdicts(
+    elf: &[u8],
+    program: &str,
+    kind: HookKind,
+    map_pin_dir: &Path,
+) -> Result<LoadedProgram, KernelError> {
+    use instrument::{VerdictCounting, VerdictMap, VerdictSet};
+    let (elf, renamed) = for_aya(elf, map_pin_dir)?;
+    let counters = VerdictMap::create()?;
+    let epilogue = instrument::epilogue(VerdictSet::for_hook(kind), counters.fd());
+    let why = match instrument::instrument_elf(&elf, program, &epilogue) {
+        Ok((copy, rewrite)) => match load_with_aya(&copy, program, kind, map_pin_dir) {
+            Ok(fd) => {
+                counters.record(&rewrite)?;
+                let id = fd.info()?.id;
+                return Ok(LoadedProgram {
+                    fd,
+                    id,
+                    renamed,
+                    verdicts: Some(VerdictCounting::Instrumented(rewrite)),
+                });
+            }
+            Err(e) => format!("the instrumented program did not load: {e}"),
+        },
+        Err(e) => e.to_string(),
+    };
+    tracing::info!(program, reason = %why, "verdicts not counted: loading unmodified");
+    let fd = load_with_aya(&elf, program, kind, map_pin_dir)?;
+    let id = fd.info()?.id;
+    Ok(LoadedProgram {
+        fd,
+        id,
+        renamed,
+        verdicts: Some(VerdictCounting::Unmodified { reason: why }),
+    })
+}
+
+type Elf<'a> = std::borrow::Cow<'a, [u8]>;
+
+/// The object with its sections renamed for aya when needed.
+fn for_aya<'a>(
+    elf: &'a [u8],
+    map_pin_dir: &Path,
+) -> Result<(Elf<'a>, Vec<rename::Renamed>), KernelError> {
     std::fs::create_dir_all(map_pin_dir).map_err(|e| KernelError::Io(map_pin_dir.into(), e))?;
-    let (elf, renamed) = match rename::for_aya(elf).map_err(KernelError::Object)? {
+    Ok(match rename::for_aya(elf).map_err(KernelError::Object)? {
         Some((copy, renamed)) => (std::borrow::Cow::Owned(copy), renamed),
         None => (std::borrow::Cow::Borrowed(elf), Vec::new()),
-    };
+    })
+}
+
+fn load_with_aya(
+    elf: &[u8],
+    program: &str,
+    kind: HookKind,
+    map_pin_dir: &Path,
+) -> Result<ProgramFd, KernelError> {
     let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         aya::EbpfLoader::new()
             .default_map_pin_directory(map_pin_dir)
-            .load(&elf)
+            .load(elf)
     }));
     let mut ebpf = match loaded {
         Ok(Ok(e)) => e,
@@ -168,11 +257,9 @@ pub fn load_program(
             });
         }
     };
-    let fd = ProgramFd::from_owned(fd);
-    let id = fd.info()?.id;
     // Dropping `ebpf` releases aya's references; the duplicated fd keeps the program and its
     // maps alive.
-    Ok(LoadedProgram { fd, id, renamed })
+    Ok(ProgramFd::from_owned(fd))
 }
 
 fn dup(fd: &aya::programs::ProgramFd) -> Result<OwnedFd, KernelError> {

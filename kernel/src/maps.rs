@@ -192,6 +192,16 @@ impl<V: MapValue> PerCpuArray<V> {
             .collect())
     }
 
+    /// Sets the value at `index` to `value` on every CPU.
+    pub fn set_all(&self, index: u32, value: &V) -> Result<(), KernelError> {
+        let stride = V::SIZE.next_multiple_of(8);
+        let mut v = vec![0u8; stride * sys::possible_cpus()];
+        for chunk in v.chunks_exact_mut(stride) {
+            value.write(&mut chunk[..V::SIZE]);
+        }
+        Ok(sys::map_update(&self.map, &index.to_ne_bytes(), &v)?)
+    }
+
     /// The underlying map.
     pub fn map(&self) -> &MapFd {
         &self.map

@@ -11,17 +11,17 @@ pub struct Renamed {
     pub to: String,
 }
 
-fn u16_at(b: &[u8], o: usize) -> Option<u16> {
+pub(crate) fn u16_at(b: &[u8], o: usize) -> Option<u16> {
     Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?))
 }
-fn u32_at(b: &[u8], o: usize) -> Option<u32> {
+pub(crate) fn u32_at(b: &[u8], o: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?))
 }
-fn u64_at(b: &[u8], o: usize) -> Option<u64> {
+pub(crate) fn u64_at(b: &[u8], o: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?))
 }
 
-fn name_at(strtab: &[u8], off: u32) -> Option<&str> {
+pub(crate) fn name_at(strtab: &[u8], off: u32) -> Option<&str> {
     let rest = strtab.get(off as usize..)?;
     let end = rest.iter().position(|b| *b == 0)?;
     std::str::from_utf8(&rest[..end]).ok()

@@ -180,6 +180,27 @@ pub fn prog_load(
     insns: &[u64],
     name: &str,
 ) -> Result<OwnedFd, ProgLoadError> {
+    prog_load_with(prog_type, expected_attach_type, insns, name, 0)
+}
+
+/// Loads a `fexit` tracing program on the kernel function with BTF id `attach_btf_id`.
+pub fn prog_load_tracing(
+    insns: &[u64],
+    attach_btf_id: u32,
+    name: &str,
+) -> Result<OwnedFd, ProgLoadError> {
+    const PROG_TYPE_TRACING: u32 = 26;
+    const TRACE_FEXIT: u32 = 25;
+    prog_load_with(PROG_TYPE_TRACING, TRACE_FEXIT, insns, name, attach_btf_id)
+}
+
+fn prog_load_with(
+    prog_type: u32,
+    expected_attach_type: u32,
+    insns: &[u64],
+    name: &str,
+    attach_btf_id: u32,
+) -> Result<OwnedFd, ProgLoadError> {
     let license = c"GPL";
     let mut log = vec![0u8; 64 * 1024];
     let mut attr = [0u64; 18];
@@ -192,6 +213,7 @@ pub fn prog_load(
     put64(&mut attr, 32, log.as_mut_ptr() as u64);
     put_name(&mut attr, 48, name);
     put32(&mut attr, 68, expected_attach_type);
+    put32(&mut attr, 108, attach_btf_id);
     match bpf(BPF_PROG_LOAD, &mut attr, "prog_load") {
         Ok(fd) => Ok(fd_result(fd)),
         Err(e) => {

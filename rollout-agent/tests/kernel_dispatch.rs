@@ -241,3 +241,131 @@ fn per_cpu_health_map_is_refused() {
         .load(&common::object("v1"), "filter", "v-good")
         .unwrap();
 }
+
+/// The instrumented version passes the verifier, returns what it returned before, and counts
+/// each verdict — run directly and behind the dispatcher (the instrumented program is what sits
+/// in the slot).
+#[test]
+fn instrumented_program_verifies_and_counts_verdicts() {
+    use bpfship_agent::kernel::instrument::{VerdictCounting, VerdictSet};
+    if !common::can_use_kernel("instrumented_program_verifies_and_counts_verdicts") {
+        return;
+    }
+    let pins = pin_dir("kd-verdicts");
+    let p = kernel::load_program_counting_verdicts(
+        &common::object("vd_mixed"),
+        "filter",
+        HookKind::Xdp,
+        &pins.path().join("m"),
+    )
+    .unwrap();
+    let Some(VerdictCounting::Instrumented(rewrite)) = &p.verdicts else {
+        panic!("not instrumented: {:?}", p.verdicts);
+    };
+    assert_eq!(rewrite.exits, 1);
+    assert!(rewrite.added_instructions > 10);
+    let set = VerdictSet::Xdp;
+    let (drop, pass) = (set.index("drop").unwrap(), set.index("pass").unwrap());
+    assert_eq!(p.fd.test_run(&udp_frame(40001), 300).unwrap().retval, 1);
+    assert_eq!(p.fd.test_run(&udp_frame(40000), 200).unwrap().retval, 2);
+    let c = p.verdict_counts().unwrap();
+    assert_eq!((c[drop], c[pass]), (300, 200), "{c:?}");
+    assert_eq!(c.iter().sum::<u64>(), 500);
+
+    let d = Dispatcher::create(HookKind::Xdp, SplitMode::Random, 7).unwrap();
+    d.set_slot(0, &p.fd).unwrap();
+    assert_eq!(d.prog.test_run(&udp_frame(40003), 100).unwrap().retval, 1);
+    assert_eq!(p.verdict_counts().unwrap()[drop], 400);
+
+    // After a restart the agent adopts the pinned version with what the rewrite did.
+    p.pin(&pins.path().join("vprog")).unwrap();
+    let adopted = kernel::LoadedProgram::open_pinned(&pins.path().join("vprog")).unwrap();
+    assert_eq!(adopted.verdicts, p.verdicts);
+    std::fs::remove_file(pins.path().join("vprog")).unwrap();
+
+    // TC: TC_ACT_OK counted in the `ok` bucket, TC_ACT_SHOT in `shot`.
+    let elf = common::object("tcv_ok1");
+    let tc = kernel::load_program_counting_verdicts(
+        &elf,
+        "classify",
+        HookKind::Tc,
+        &pins.path().join("t"),
+    )
+    .unwrap();
+    assert!(matches!(
+        tc.verdicts,
+        Some(VerdictCounting::Instrumented(_))
+    ));
+    assert_eq!(tc.fd.test_run(&udp_frame(1), 50).unwrap().retval, 0);
+    let shot = kernel::load_program_counting_verdicts(
+        &common::object("tcv_shot"),
+        "classify",
+        HookKind::Tc,
+        &pins.path().join("s"),
+    )
+    .unwrap();
+    assert_eq!(shot.fd.test_run(&udp_frame(1), 30).unwrap().retval, 2);
+    let tcs = VerdictSet::Tc;
+    assert_eq!(tc.verdict_counts().unwrap()[tcs.index("ok").unwrap()], 50);
+    assert_eq!(
+        shot.verdict_counts().unwrap()[tcs.index("shot").unwrap()],
+        30
+    );
+}
+
+/// The rewrite at ELF level, checked with aya's own linker (no root): the main function grows
+/// by the epilogue, its exits jump there, the call to the subprogram still reaches it after aya
+/// appends it, and func/line info stay attached to the same instructions.
+#[test]
+fn rewrite_keeps_calls_and_btf_info_valid() {
+    use bpfship_agent::kernel::instrument::{self, VerdictSet};
+    let Some(_) = common::objects() else {
+        eprintln!("SKIP rewrite_keeps_calls_and_btf_info_valid: cannot build the test programs");
+        return;
+    };
+    let elf = common::object("vd_mixed");
+    let ep = instrument::epilogue(VerdictSet::Xdp, 3);
+    let (copy, rewrite) = instrument::instrument_elf(&elf, "filter", &ep).unwrap();
+    let link = |bytes: &[u8]| {
+        let mut obj = aya_obj::Object::parse(bytes).unwrap();
+        // As aya computes it before linking.
+        let text: std::collections::HashSet<usize> =
+            obj.functions.keys().map(|(s, _)| *s).collect();
+        obj.relocate_calls(&text).unwrap();
+        let key = obj.programs["filter"].function_key();
+        obj.functions[&key].clone()
+    };
+    let (before, after) = (link(&elf), link(&copy));
+    let main = 17; // instructions of `filter` (see the disassembly in the test program)
+    assert_eq!(
+        before.instructions.len() + ep.len(),
+        after.instructions.len()
+    );
+    assert_eq!(rewrite.added_instructions, ep.len());
+    // The call (pc 15) targets the subprogram's first instruction in both links.
+    let target = |f: &aya_obj::Function| 15 + 1 + f.instructions[15].imm as usize;
+    assert_eq!(target(&before), main);
+    assert_eq!(target(&after), main + ep.len());
+    assert_eq!(
+        after.instructions[target(&after)].code,
+        before.instructions[target(&before)].code
+    );
+    // func_info: the subprogram's entry moved with it; line info of the main function did not.
+    let offs = |f: &aya_obj::Function| -> Vec<u32> {
+        f.func_info.func_info.iter().map(|i| i.insn_off).collect()
+    };
+    assert_eq!(offs(&before), vec![0, main as u32]);
+    assert_eq!(offs(&after), vec![0, (main + ep.len()) as u32]);
+    let lines = |f: &aya_obj::Function| -> Vec<u32> {
+        f.line_info
+            .line_info
+            .iter()
+            .map(|l| l.insn_off)
+            .filter(|o| (*o as usize) < main)
+            .collect()
+    };
+    assert_eq!(lines(&before), lines(&after));
+    // The exit at 16 became `ja` to the epilogue (first instruction after the main function).
+    let ja = after.instructions[16];
+    assert_eq!((ja.code, 16 + 1 + ja.off as usize), (0x05, main));
+}
