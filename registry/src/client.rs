@@ -12,7 +12,7 @@ use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHEN
 
 use crate::auth::{AuthError, Credentials, parse_challenge};
 use crate::manifest::{ACCEPTED_MANIFESTS, Descriptor, ImageIndex, OCI_INDEX, sha256_digest};
-use crate::reference::{Reference, is_sha256};
+use crate::reference::{Reference, is_sha256, is_tag};
 use crate::untrusted;
 
 /// Manifests larger than this are refused (the distribution spec suggests 4 MiB).
@@ -266,7 +266,7 @@ impl Client {
         let base = format!("{}/v2/{}", self.origin(r), r.repository());
         Ok(match endpoint {
             Endpoint::Manifest(t) => {
-                if !is_sha256(t) && Reference::parse(&format!("x/y:{t}")).is_err() {
+                if !is_sha256(t) && !is_tag(t) {
                     return Err(bad("tag or digest", t));
                 }
                 format!("{base}/manifests/{t}")

@@ -236,7 +236,7 @@ fn is_path_component(c: &str) -> bool {
 }
 
 /// distribution's tag: `[\w][\w.-]{0,127}`.
-fn is_tag(t: &str) -> bool {
+pub(crate) fn is_tag(t: &str) -> bool {
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     t.len() <= 128
         && t.bytes().next().is_some_and(word)
