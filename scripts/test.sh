@@ -9,6 +9,8 @@ bash scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --all-targets --locked
+# The fuzz targets (their own lock file; running them needs nightly cargo-fuzz: fuzz/README.md).
+cargo check --manifest-path fuzz/Cargo.toml --locked
 
 skips="$PWD/target/test-skips.log"
 : >"$skips"
