@@ -8,6 +8,7 @@
 mod commands;
 mod exit;
 mod input_file;
+mod keyless;
 mod keys;
 mod output;
 mod registry_args;

@@ -5,6 +5,7 @@
 pub mod bundle;
 pub mod digest;
 pub mod ebpf;
+pub mod identity;
 pub mod keys;
 pub mod policy;
 pub mod signature;
