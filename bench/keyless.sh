@@ -28,7 +28,8 @@ json.dump({"mediaType": "application/vnd.dev.sigstore.clienttrustconfig.v0.1+jso
            "trustedRoot": json.load(open(root)), "signingConfig": json.load(open(signing))}, open(out, "w"))
 PY
 
-cargo build --release --locked -p bpfship -p bpfship-keyless --example keyless_verify >&2
+cargo build --release --locked -p bpfship >&2
+cargo build --release --locked -p bpfship-keyless --example keyless_verify >&2
 bin=$root/target/release/bpfship
 bpfship_cmd() { "$bin" verify-blob --trusted-root "$trusted_root" --bundle "$bundle" \
   --certificate-identity "$identity" --certificate-oidc-issuer "$issuer" "$file"; }
