@@ -10,6 +10,7 @@ mod output;
 mod commands;
 mod exit;
 mod input_file;
+mod keyless;
 mod keys;
 mod registry_args;
 mod render;

@@ -3,6 +3,7 @@
 //! (legacy simple-signing and sigstore bundles), and policy evaluation. Deterministic and fuzzable.
 
 pub mod bundle;
+pub mod certificate_identity;
 pub mod digest;
 pub mod ebpf;
 pub mod identity;

@@ -28,10 +28,13 @@ pub struct SignArgs {
 
 #[derive(clap::Args)]
 pub struct VerifyArgs {
-    /// Public key: a file, or env://VAR.
+    /// Public key: a file, or env://VAR. Without it, keyless: an identity and --trusted-root.
     #[arg(long)]
-    key: String,
-    /// A sigstore bundle made by `sign-blob --bundle` (or cosign's).
+    key: Option<String>,
+    #[command(flatten)]
+    keyless: crate::keyless::KeylessArgs,
+    /// A sigstore bundle: `sign-blob --bundle`'s, cosign's, or a keyless one (message signature
+    /// or DSSE in-toto attestation, whose subject digests must include the file's).
     #[arg(
         long,
         conflicts_with = "signature",
@@ -41,7 +44,7 @@ pub struct VerifyArgs {
     /// The base64 signature: a file holding it, or the text itself.
     #[arg(long)]
     signature: Option<String>,
-    /// The file whose signature to check.
+    /// The file whose signature to check, or (with --trusted-root) its `sha256:`/`sha512:` digest.
     file: PathBuf,
 }
 
@@ -85,8 +88,20 @@ pub fn sign(args: SignArgs, out: OutputFormat) -> CmdResult {
 }
 
 pub fn verify(args: VerifyArgs, out: OutputFormat) -> CmdResult {
+    let key = match args.key.as_deref() {
+        Some(key) if !args.keyless.wants_identity() && args.keyless.trusted_root.is_none() => key,
+        key => {
+            let Some(bundle) = args.bundle.as_deref() else {
+                return Err(anyhow::anyhow!(
+                    "keyless verification and --trusted-root need --bundle"
+                )
+                .into());
+            };
+            return crate::keyless::verify_blob(bundle, key, &args.keyless, &args.file, out);
+        }
+    };
     let blob = read(&args.file)?;
-    let key = crate::keys::public_key(&args.key)?;
+    let key = crate::keys::public_key(key)?;
     let file = args.file.display().to_string();
     let (kind, digest) = if let Some(path) = &args.bundle {
         let b =
