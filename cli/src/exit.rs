@@ -51,6 +51,19 @@ impl Failure {
     }
 }
 
+impl Failure {
+    /// A registry failure by its class: what the registry served failing its digest or size
+    /// (integrity), or refused, is a rejection (1); an outage, a missing artifact or bad
+    /// credentials is an error (2).
+    pub fn registry(e: bpfship_registry::RegistryError) -> Self {
+        use bpfship_registry::ErrorClass;
+        match e.class() {
+            ErrorClass::Integrity | ErrorClass::Refused => Failure::Rejected(e.into()),
+            _ => Failure::Error(e.into()),
+        }
+    }
+}
+
 /// True when `err` comes from writing to a pipe whose reader has gone (EPIPE).
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {

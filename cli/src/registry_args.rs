@@ -2,6 +2,7 @@
 
 use std::io::Read as _;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use bpfship_registry::auth::Credentials;
@@ -22,6 +23,21 @@ pub struct RegistryArgs {
     /// Extra CA certificate (PEM) to trust for the registry's TLS.
     #[arg(long = "registry-cacert", value_name = "FILE")]
     ca_certificates: Vec<PathBuf>,
+    /// Seconds one registry request may take, body included (default 600): a registry that
+    /// stalls or trickles fails the command after this long.
+    #[arg(long = "registry-timeout", value_name = "SECONDS", env = "BPFSHIP_REGISTRY_TIMEOUT",
+          value_parser = positive_seconds)]
+    timeout: Option<Duration>,
+}
+
+/// A positive, finite number of seconds.
+fn positive_seconds(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(Duration::from_secs_f64(v)),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0 and 86400"
+        )),
+    }
 }
 
 impl RegistryArgs {
@@ -54,6 +70,7 @@ impl RegistryArgs {
             insecure_registries: self.insecure_registries.clone(),
             credentials,
             ca_certificates,
+            timeout: self.timeout,
         })?)
     }
 }

@@ -188,7 +188,14 @@ pub struct ClientOptions {
     pub credentials: Option<Credentials>,
     /// Extra PEM CA certificates to trust (private registries).
     pub ca_certificates: Vec<Vec<u8>>,
+    /// How long one request may take, from sending it to the end of its answer's body
+    /// (`--registry-timeout`; `None`: [`DEFAULT_TIMEOUT`]). A registry that stalls or trickles
+    /// is an outage after this long, never a hang.
+    pub timeout: Option<Duration>,
 }
+
+/// The request timeout when none is configured: long enough for a 1 GiB layer on a slow link.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A registry client. Cheap to share across deployments and registries: bearer tokens are kept
 /// per registry origin (scheme, host, port) and scope, and Authorization only ever goes to the
@@ -196,6 +203,8 @@ pub struct ClientOptions {
 pub struct Client {
     http: Http,
     options: ClientOptions,
+    /// [`ClientOptions::timeout`] resolved.
+    timeout: Duration,
     tokens: Mutex<HashMap<(String, String), String>>,
     schemes: Mutex<HashMap<String, &'static str>>,
 }
@@ -227,9 +236,10 @@ impl Client {
                 attempt.error("redirect refused: more than 10 hops, or from TLS to plain HTTP")
             }
         });
+        let timeout = options.timeout.unwrap_or(DEFAULT_TIMEOUT);
         let mut builder = Http::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(600))
+            .connect_timeout(Duration::from_secs(10).min(timeout))
+            .timeout(timeout)
             .redirect(redirects)
             .user_agent(concat!("bpfship/", env!("CARGO_PKG_VERSION")));
         for pem in &options.ca_certificates {
@@ -246,9 +256,65 @@ impl Client {
         Ok(Self {
             http,
             options,
+            timeout,
             tokens: Mutex::new(HashMap::new()),
             schemes: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Reads at most `limit` bytes; more is an error (a hostile registry cannot fill memory). The
+    /// buffer grows with what arrives: a declared `Content-Length` only decides an early refusal.
+    /// The body must arrive within the client's timeout of the first read (each read is also bounded by it), so
+    /// a registry trickling bytes ends in an error rather than holding the caller for good.
+    fn read_limited(
+        &self,
+        resp: Response,
+        limit: u64,
+        r: &Reference,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let timeout = self.timeout;
+        if resp.content_length().is_some_and(|n| n > limit) {
+            return Err(RegistryError::TooLarge {
+                reference: r.to_string(),
+                limit,
+            });
+        }
+        let started = std::time::Instant::now();
+        let mut out = Vec::new();
+        let mut body = resp.take(limit + 1);
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let n = match body.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(RegistryError::Unreachable {
+                        reference: r.to_string(),
+                        message: format!("reading response: {}", untrusted::shown(&e.to_string())),
+                    });
+                }
+            };
+            out.extend_from_slice(&chunk[..n]);
+            if started.elapsed() > timeout {
+                return Err(RegistryError::Unreachable {
+                    reference: r.to_string(),
+                    message: format!(
+                        "reading response: {} bytes in {} s, past the registry timeout ({} s)",
+                        out.len(),
+                        started.elapsed().as_secs(),
+                        timeout.as_secs_f64()
+                    ),
+                });
+            }
+        }
+        if out.len() as u64 > limit {
+            return Err(RegistryError::TooLarge {
+                reference: r.to_string(),
+                limit,
+            });
+        }
+        Ok(out)
     }
 
     /// `scheme://host[:port]` of the registry `r` names.
@@ -304,7 +370,7 @@ impl Client {
         let probe = self
             .http
             .get(format!("http://{}/v2/", r.registry()))
-            .timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(5).min(self.timeout))
             .send();
         let scheme = match probe {
             Ok(resp) if resp.status() != StatusCode::BAD_REQUEST => "http",
@@ -446,7 +512,7 @@ impl Client {
                 status: resp.status().as_u16(),
             });
         }
-        let body = read_limited(resp, 64 * 1024, r)?;
+        let body = self.read_limited(resp, 64 * 1024, r)?;
         let v: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| RegistryError::Invalid {
                 reference: r.to_string(),
@@ -524,7 +590,7 @@ impl Client {
         let resp = check_status(resp, r)?;
         let media_type =
             untrusted::shown(&header(&resp, CONTENT_TYPE.as_str()).unwrap_or_default());
-        let bytes = read_limited(resp, MAX_MANIFEST_BYTES, r)?;
+        let bytes = self.read_limited(resp, MAX_MANIFEST_BYTES, r)?;
         Ok((bytes, media_type))
     }
 
@@ -587,7 +653,7 @@ impl Client {
                 actual: n,
             });
         }
-        let bytes = read_limited(resp, d.size, r).map_err(|e| match e {
+        let bytes = self.read_limited(resp, d.size, r).map_err(|e| match e {
             RegistryError::TooLarge { .. } => RegistryError::SizeMismatch {
                 reference: name.clone(),
                 expected: d.size,
@@ -731,7 +797,7 @@ impl Client {
             return Ok(None);
         }
         let resp = check_status(resp, r)?;
-        let bytes = read_limited(resp, MAX_MANIFEST_BYTES, r)?;
+        let bytes = self.read_limited(resp, MAX_MANIFEST_BYTES, r)?;
         let index: ImageIndex =
             serde_json::from_slice(&bytes).map_err(|e| RegistryError::Invalid {
                 reference: r.to_string(),
@@ -763,7 +829,7 @@ impl Client {
         let media_type =
             untrusted::shown(&header(&resp, CONTENT_TYPE.as_str()).unwrap_or_default());
         let registry_digest = header(&resp, "docker-content-digest");
-        let bytes = read_limited(resp, MAX_MANIFEST_BYTES, &at)?;
+        let bytes = self.read_limited(resp, MAX_MANIFEST_BYTES, &at)?;
         let d = Descriptor::of(&media_type, &bytes);
         if let Some(claimed) = registry_digest
             && is_sha256(&claimed)
@@ -826,31 +892,6 @@ fn transport_error(r: &Reference, e: &reqwest::Error) -> RegistryError {
             message,
         }
     }
-}
-
-/// Reads at most `limit` bytes; more is an error (a hostile registry cannot fill memory). The
-/// buffer grows with what arrives: a declared `Content-Length` only decides an early refusal.
-fn read_limited(resp: Response, limit: u64, r: &Reference) -> Result<Vec<u8>, RegistryError> {
-    if resp.content_length().is_some_and(|n| n > limit) {
-        return Err(RegistryError::TooLarge {
-            reference: r.to_string(),
-            limit,
-        });
-    }
-    let mut out = Vec::new();
-    resp.take(limit + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| RegistryError::Unreachable {
-            reference: r.to_string(),
-            message: format!("reading response: {}", untrusted::shown(&e.to_string())),
-        })?;
-    if out.len() as u64 > limit {
-        return Err(RegistryError::TooLarge {
-            reference: r.to_string(),
-            limit,
-        });
-    }
-    Ok(out)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -202,6 +202,24 @@ pub struct Exchange {
     /// A `Content-Length` to claim instead of the body's length (the connection closes after the
     /// body either way).
     pub declared_length: Option<u64>,
+    /// How the answer is delivered: whole, or not at all, late, or slowly.
+    pub delivery: Delivery,
+}
+
+/// How the hostile server delivers its answer (the faults a network or a sick registry causes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Delivery {
+    /// At once, whole.
+    #[default]
+    Whole,
+    /// The connection is closed without an answer (a crash or reset mid-request).
+    Hangup,
+    /// Nothing for this long, then the whole answer.
+    Stall(Duration),
+    /// The head and the first half of the body, then nothing for this long, then a close.
+    StallBody(Duration),
+    /// The body `chunk` bytes at a time with `pause` between pieces.
+    Trickle { chunk: usize, pause: Duration },
 }
 
 impl Exchange {
@@ -395,6 +413,7 @@ fn serve_one(
         headers: Vec::new(),
         body: Vec::new(),
         declared_length: None,
+        delivery: Delivery::Whole,
     };
     if let Some(up) = upstream {
         let mut u = std::net::TcpStream::connect(up)?;
@@ -455,9 +474,29 @@ fn serve_one(
     seen.lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(ex.clone());
-    client.write_all(out.as_bytes())?;
-    if ex.method != "HEAD" {
-        client.write_all(&ex.body)?;
+    let body: &[u8] = if ex.method == "HEAD" { &[] } else { &ex.body };
+    match ex.delivery {
+        Delivery::Whole => {}
+        Delivery::Hangup => return client.shutdown(std::net::Shutdown::Both),
+        Delivery::Stall(d) => std::thread::sleep(d),
+        Delivery::StallBody(d) => {
+            client.write_all(out.as_bytes())?;
+            client.write_all(&body[..body.len() / 2])?;
+            client.flush()?;
+            std::thread::sleep(d);
+            return client.shutdown(std::net::Shutdown::Both);
+        }
+        Delivery::Trickle { chunk, pause } => {
+            client.write_all(out.as_bytes())?;
+            for piece in body.chunks(chunk.max(1)) {
+                client.write_all(piece)?;
+                client.flush()?;
+                std::thread::sleep(pause);
+            }
+            return Ok(());
+        }
     }
+    client.write_all(out.as_bytes())?;
+    client.write_all(body)?;
     client.flush()
 }

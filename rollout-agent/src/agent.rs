@@ -81,6 +81,7 @@ pub fn context(config: &AgentConfig) -> Result<Context, String> {
         // Credentials come from the docker config (DOCKER_CONFIG or ~/.docker/config.json).
         credentials: None,
         ca_certificates,
+        timeout: config.registry.timeout(),
     })
     .map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&config.state_dir)

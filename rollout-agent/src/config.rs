@@ -69,6 +69,15 @@ pub struct RegistryConfig {
     /// Extra CA certificates (PEM files).
     #[serde(default)]
     pub ca_certificates: Vec<PathBuf>,
+    /// Seconds one registry request may take, body included (default 600).
+    pub timeout_seconds: Option<f64>,
+}
+
+impl RegistryConfig {
+    /// The request timeout, when configured (checked at load).
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        self.timeout_seconds.map(std::time::Duration::from_secs_f64)
+    }
 }
 
 /// One program the agent keeps rolled out at one hook.
@@ -347,6 +356,14 @@ impl AgentConfig {
         let bad = |f: &str, r: String| Err((f.to_string(), r));
         if !(self.poll_interval_seconds.is_finite() && self.poll_interval_seconds >= 0.1) {
             return bad("poll_interval_seconds", "must be at least 0.1".into());
+        }
+        if let Some(t) = self.registry.timeout_seconds
+            && !(t.is_finite() && t > 0.0 && t <= 86_400.0)
+        {
+            return bad(
+                "registry.timeout_seconds",
+                "must be a number of seconds between 0 and 86400".into(),
+            );
         }
         if !self.metrics_address.is_empty() {
             match self.metrics_address.parse::<std::net::SocketAddr>() {

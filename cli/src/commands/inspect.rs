@@ -10,7 +10,7 @@ use bpfship_registry::untrusted::{escape, shown};
 use bpfship_registry::{BlobKind, ImageManifest};
 use bpfship_trust::content::inspect;
 
-use crate::exit::CmdResult;
+use crate::exit::{CmdResult, Failure};
 use crate::input_file::InputFile;
 use crate::output::{OutputFormat, print_json};
 use crate::registry_args::{RegistryArgs, reference};
@@ -52,8 +52,10 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
     }
     let target = reference(&args.target)?;
     let client = args.registry.client()?;
-    let d = client.resolve(&target)?;
-    let (bytes, media_type) = client.fetch_manifest(&target, &d.digest)?;
+    let d = client.resolve(&target).map_err(Failure::registry)?;
+    let (bytes, media_type) = client
+        .fetch_manifest(&target, &d.digest)
+        .map_err(Failure::registry)?;
     let manifest: ImageManifest = serde_json::from_slice(&bytes).context("manifest")?;
     // Entries are counted, not judged (`verify` judges); an unreadable one is counted apart.
     let count = |entries: &mut dyn Iterator<Item = Result<(), bpfship_registry::RegistryError>>| {
@@ -69,7 +71,9 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
     let bundles = count(&mut bundle_entries(&client, &target, &d.digest)?.map(|e| e.map(drop)));
     let kind = kind_of(&manifest)?;
     let layer = &manifest.layers[0];
-    let blob = client.fetch_blob(&target, layer, BlobKind::of_artifact(kind))?;
+    let blob = client
+        .fetch_blob(&target, layer, BlobKind::of_artifact(kind))
+        .map_err(Failure::registry)?;
     let (file_name, content) = unpack_layer(&layer.media_type, &blob)?;
     let findings = inspect(&content, None)
         .with_context(|| format!("{}@{}", target.repository_path(), d.digest))?;

@@ -75,13 +75,8 @@ pub struct Args {
 /// Maps verification failures to exit codes: registry/IO trouble is 2, a refusal is 1 — and so
 /// is what the registry served when it fails its digest or size (integrity) or is refused.
 pub fn failure(e: VerifyError) -> Failure {
-    use bpfship_registry::ErrorClass;
     match e {
-        VerifyError::Registry(ref r)
-            if !matches!(r.class(), ErrorClass::Integrity | ErrorClass::Refused) =>
-        {
-            Failure::Error(e.into())
-        }
+        VerifyError::Registry(r) => Failure::registry(r),
         VerifyError::NoKeys | VerifyError::PolicyKey(_) => Failure::Error(e.into()),
         e => Failure::Rejected(e.into()),
     }
