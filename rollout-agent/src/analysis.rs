@@ -95,7 +95,11 @@ pub fn measure(
         let within_margin = check.margin.is_some_and(|m| c - s <= m);
         if ratio > max_ratio && !within_margin {
             return Outcome::Failure(format!(
-                "{name}: canary {c:.4} is {ratio:.2}× stable {s:.4} (max {max_ratio}×)"
+                "{name}: canary {c:.4} is {ratio:.2}× stable {s:.4} (max {max_ratio}×{})",
+                check
+                    .margin
+                    .map(|m| format!(", margin {m}"))
+                    .unwrap_or_default()
             ));
         }
     }
