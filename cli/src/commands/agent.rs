@@ -100,12 +100,7 @@ fn print_status(d: &DeploymentStatus) -> std::io::Result<()> {
         outln!("  previous:  {previous} (kept for rollback)")?;
     }
     for v in &d.versions {
-        outln!(
-            "  {:<9}  {} verdicts {}",
-            format!("{}:", v.role),
-            v.digest,
-            v.verdict_counting
-        )?;
+        outln!("  verdicts:  {} {}", v.role, v.verdict_counting)?;
         if !v.verdicts.is_empty() {
             let counts: Vec<String> = v.verdicts.iter().map(|(k, n)| format!("{k} {n}")).collect();
             outln!("             {}", counts.join(", "))?;
