@@ -166,6 +166,9 @@ pub struct DeploymentStatus {
     pub runs: [u64; 2],
     pub aborts: [u64; 2],
     pub program_ids: Vec<u32>,
+    /// The loaded versions (stable, canary, previous): how each one's verdicts are counted and
+    /// its counts so far.
+    pub versions: Vec<VersionStatus>,
     pub rejected: Vec<Rejection>,
     /// Digests whose signatures did not verify yet: checked again with back-off.
     pub awaiting_signature: Vec<AwaitingStatus>,
@@ -232,8 +235,53 @@ pub struct Rejection {
     pub at_unix: u64,
 }
 
+/// A loaded version as status shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VersionStatus {
+    /// `stable`, `canary` or `previous`.
+    pub role: String,
+    pub digest: String,
+    pub program_id: u32,
+    pub verdict_counting: VerdictCounting,
+    /// Events per verdict since the version was loaded (empty when not counted).
+    pub verdicts: BTreeMap<String, u64>,
+}
+
+/// How a version's verdicts are counted (the path its load took).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "path", rename_all = "snake_case")]
+pub enum VerdictCounting {
+    /// Its main function's exits were rewritten at load to count return values.
+    Instrumented {
+        exits: usize,
+        /// Instructions the epilogue added.
+        added_instructions: usize,
+    },
+    /// Loaded as published: the rewrite did not apply or the kernel verifier refused it.
+    Unmodified { reason: String },
+    /// The deployment sets `verdicts = "off"`.
+    #[default]
+    Off,
+}
+
+impl std::fmt::Display for VerdictCounting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VerdictCounting::Instrumented {
+                exits,
+                added_instructions,
+            } => write!(
+                f,
+                "instrumented (+{added_instructions} instructions, {exits} exits)"
+            ),
+            VerdictCounting::Unmodified { reason } => write!(f, "unmodified: {reason}"),
+            VerdictCounting::Off => f.write_str("off"),
+        }
+    }
+}
+
 /// What one version did during one interval.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VersionSample {
     /// Events the dispatcher sent to this version.
     pub runs: u64,
@@ -244,6 +292,10 @@ pub struct VersionSample {
     pub bad: u64,
     /// Nanoseconds per run from `BPF_PROG_TEST_RUN` on the reference packet.
     pub cost_ns: Option<f64>,
+    /// Events per verdict (return value bucket); empty when the version's verdicts are not
+    /// counted.
+    #[serde(default)]
+    pub verdicts: BTreeMap<String, u64>,
 }
 
 /// The result of measuring one check once.

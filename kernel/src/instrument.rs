@@ -83,6 +83,22 @@ impl VerdictSet {
         self.names().iter().position(|n| *n == name)
     }
 
+    /// Counters by bucket name: `counts`, minus `since` when given (an interval's events).
+    pub fn named(
+        self,
+        counts: &VerdictValue,
+        since: Option<&VerdictValue>,
+    ) -> std::collections::BTreeMap<String, u64> {
+        self.names()
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let base = since.map_or(0, |s| s[i]);
+                (n.to_string(), counts[i].saturating_sub(base))
+            })
+            .collect()
+    }
+
     /// Added to the 32-bit return value to get its bucket (TC starts at -1).
     fn bias(self) -> i32 {
         match self {
@@ -447,5 +463,16 @@ mod tests {
         for set in [VerdictSet::Xdp, VerdictSet::Tc, VerdictSet::ZeroNonZero] {
             assert!(set.names().len() <= SLOTS);
         }
+    }
+
+    #[test]
+    fn named_counts_are_an_interval_when_asked() {
+        let mut then = [0u64; SLOTS];
+        let mut now = [0u64; SLOTS];
+        (then[1], now[1], now[2]) = (5, 12, 3);
+        let all = VerdictSet::Xdp.named(&now, None);
+        assert_eq!((all["drop"], all["pass"], all.len()), (12, 3, 6));
+        let interval = VerdictSet::Xdp.named(&now, Some(&then));
+        assert_eq!((interval["drop"], interval["aborted"]), (7, 0));
     }
 }

@@ -135,17 +135,17 @@ impl Agent {
         }
         let mut statuses = BTreeMap::new();
         let mut deployments = Vec::new();
+        let rollout_defaults = ctx.policy.current().rules.rollout.clone();
         for spec in &config.deployments {
             let status = Arc::new(Mutex::new(DeploymentStatus {
                 name: spec.name.clone(),
                 ..Default::default()
             }));
-            deployments.push(Deployment::start(
-                spec.clone(),
-                ctx.clone(),
-                status.clone(),
-            )?);
-            statuses.insert(spec.name.clone(), status);
+            // What the deployment leaves unset comes from the policy's `[rollout]` defaults.
+            let (name, mut spec) = (spec.name.clone(), spec.clone());
+            spec.rollout.inherit(&rollout_defaults);
+            deployments.push(Deployment::start(spec, ctx.clone(), status.clone())?);
+            statuses.insert(name, status);
         }
         // Every deployment has said what content its state names, and none runs yet: the rest
         // of the store goes.

@@ -18,9 +18,16 @@ fn rate(num: u64, den: u64) -> Option<f64> {
     (den > 0).then(|| num as f64 / den as f64)
 }
 
+/// The share of a version's events given `verdict` (`None`: no counted events).
+fn verdict_share(sample: &VersionSample, verdict: &str) -> Option<f64> {
+    let total = sample.verdicts.values().sum();
+    rate(sample.verdicts.get(verdict).copied().unwrap_or(0), total)
+}
+
 /// Names a check for messages: its configured name or its type.
 pub fn check_name(check: &CheckSpec) -> String {
     check.name.clone().unwrap_or_else(|| match &check.kind {
+        CheckKind::Verdicts { verdict } => format!("verdicts({verdict})"),
         CheckKind::Aborts => "aborts".into(),
         CheckKind::BadEvents => "bad_events".into(),
         CheckKind::Cost => "cost".into(),
@@ -38,6 +45,10 @@ pub fn measure(
 ) -> Outcome {
     let name = check_name(check);
     let (c, s) = match &check.kind {
+        CheckKind::Verdicts { verdict } => (
+            verdict_share(canary, verdict),
+            verdict_share(stable, verdict),
+        ),
         CheckKind::Aborts => (
             rate(canary.aborts, canary.runs),
             rate(stable.aborts, stable.runs),
@@ -81,9 +92,14 @@ pub fn measure(
         } else {
             c / s
         };
-        if ratio > max_ratio {
+        let within_margin = check.margin.is_some_and(|m| c - s <= m);
+        if ratio > max_ratio && !within_margin {
             return Outcome::Failure(format!(
-                "{name}: canary {c:.4} is {ratio:.2}× stable {s:.4} (max {max_ratio}×)"
+                "{name}: canary {c:.4} is {ratio:.2}× stable {s:.4} (max {max_ratio}×{})",
+                check
+                    .margin
+                    .map(|m| format!(", margin {m}"))
+                    .unwrap_or_default()
             ));
         }
     }
@@ -198,6 +214,7 @@ mod tests {
             max,
             max_ratio,
             min: None,
+            margin: None,
             on_no_data: Inconclusive::Ignore,
             on_error: Inconclusive::Ignore,
         }
@@ -210,7 +227,91 @@ mod tests {
             good,
             bad,
             cost_ns: None,
+            verdicts: Default::default(),
         }
+    }
+
+    fn verdicts(pairs: &[(&str, u64)]) -> VersionSample {
+        VersionSample {
+            verdicts: pairs.iter().map(|(n, c)| (n.to_string(), *c)).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn failed(o: Outcome) -> bool {
+        matches!(o, Outcome::Failure(_))
+    }
+
+    /// The default XDP and TC checks (drop, abort, tx, … share far above stable's).
+    #[test]
+    fn verdict_shares_against_stable() {
+        let none = Fixed(Ok(None));
+        let checks = crate::config::default_verdict_checks(crate::kernel::HookKind::Xdp);
+        let drop = checks
+            .iter()
+            .find(|c| c.name.as_deref() == Some("verdict_drop"));
+        let drop = drop.unwrap();
+        let stable = verdicts(&[("pass", 990), ("drop", 10)]);
+        // Drops everything: share 1.0 against 0.01.
+        let o = measure(drop, &verdicts(&[("drop", 50)]), &stable, &none);
+        assert!(
+            matches!(&o, Outcome::Failure(m) if m.contains("verdict_drop") && m.contains("×")),
+            "{o:?}"
+        );
+        // A little more dropping than stable is within the margin, even at many times its share.
+        let clean = verdicts(&[("pass", 1000)]);
+        let few = verdicts(&[("pass", 97), ("drop", 3)]);
+        assert!(!failed(measure(drop, &few, &clean, &none)));
+        // Ratio and margin both exceeded (0.10 vs 0.01).
+        let more = verdicts(&[("pass", 90), ("drop", 10)]);
+        assert!(failed(measure(drop, &more, &stable, &none)));
+        // Same share as stable: 1×.
+        assert!(!failed(measure(
+            drop,
+            &verdicts(&[("pass", 99), ("drop", 1)]),
+            &stable,
+            &none
+        )));
+        // PASS turned into TX: caught by the tx check, not by drop.
+        let tx_all = verdicts(&[("tx", 40)]);
+        let outcomes: Vec<bool> = checks
+            .iter()
+            .map(|c| failed(measure(c, &tx_all, &clean, &none)))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [false, false, true, false],
+            "aborted, drop, tx, redirect"
+        );
+        // No counted canary events (not instrumented, or no traffic): no data.
+        assert!(matches!(
+            measure(drop, &VersionSample::default(), &stable, &none),
+            Outcome::NoData(_)
+        ));
+        // No stable baseline (whole-host canary, or stable not instrumented): no data.
+        assert!(matches!(
+            measure(drop, &verdicts(&[("drop", 5)]), &VersionSample::default(), &none),
+            Outcome::NoData(m) if m.contains("baseline")
+        ));
+        // An absolute bound needs no baseline.
+        let mut max = check(
+            CheckKind::Verdicts {
+                verdict: "aborted".into(),
+            },
+            Some(0.0),
+            None,
+        );
+        max.name = None;
+        let o = measure(
+            &max,
+            &verdicts(&[("pass", 9), ("aborted", 1)]),
+            &VersionSample::default(),
+            &none,
+        );
+        assert!(
+            matches!(&o, Outcome::Failure(m) if m.starts_with("verdicts(aborted)")),
+            "{o:?}"
+        );
     }
 
     #[test]

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::kernel::{Hook, SplitMode};
+use bpfship_verifier::policy::RolloutDefaults;
+
+use crate::kernel::instrument::VerdictSet;
+use crate::kernel::{Hook, HookKind, SplitMode};
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -95,8 +98,26 @@ pub struct DeploymentSpec {
     pub rollout: RolloutSpec,
     #[serde(default)]
     pub analysis: AnalysisSpec,
+    /// Health checks; XDP and TC deployments that configure none get
+    /// [`default_verdict_checks`].
     #[serde(default)]
     pub checks: Vec<CheckSpec>,
+    /// Whether each version's verdicts are counted by instrumenting it at load.
+    #[serde(default)]
+    pub verdicts: VerdictsSetting,
+}
+
+/// How a deployment's versions are loaded with respect to verdict counting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictsSetting {
+    /// Each version's main function exits are rewritten to count its return values
+    /// (`bpfship_kernel::instrument`); a version the rewrite cannot apply to, or whose
+    /// instrumented form the kernel verifier refuses, loads unmodified and status says why.
+    #[default]
+    Instrument,
+    /// Versions load exactly as published; `verdicts` checks are unavailable.
+    Off,
 }
 
 /// How a new version is rolled out on this host.
@@ -104,8 +125,8 @@ pub struct DeploymentSpec {
 #[serde(deny_unknown_fields)]
 pub struct RolloutSpec {
     /// Canary shares in percent (ascending, each in (0, 100]); the version is promoted after the
-    /// last step's bake.
-    #[serde(default = "default_steps")]
+    /// last step's bake. Default: the policy's `[rollout]` steps and bake time.
+    #[serde(default)]
     pub steps: Vec<Step>,
     /// Per-flow (default for XDP/TC) or per-event split.
     #[serde(default)]
@@ -117,19 +138,43 @@ pub struct RolloutSpec {
     /// Cohort salt; default: the deployment name.
     pub salt: Option<String>,
     /// How long the previous version stays loaded after promotion, for a one-syscall rollback.
-    #[serde(default = "default_rollback_window")]
-    pub rollback_window_seconds: f64,
+    /// Default: the policy's `[rollout] rollback_window_seconds`.
+    pub rollback_window_seconds: Option<f64>,
 }
 
 impl Default for RolloutSpec {
     fn default() -> Self {
         RolloutSpec {
-            steps: default_steps(),
+            steps: Vec::new(),
             split: SplitMode::default(),
             fleet_percent: 100.0,
             salt: None,
-            rollback_window_seconds: default_rollback_window(),
+            rollback_window_seconds: None,
         }
+    }
+}
+
+impl RolloutSpec {
+    /// Fills what the deployment leaves unset from the policy's `[rollout]` defaults.
+    pub fn inherit(&mut self, defaults: &RolloutDefaults) {
+        if self.steps.is_empty() {
+            self.steps = defaults
+                .steps
+                .iter()
+                .map(|p| Step {
+                    percent: f64::from(*p),
+                    bake_seconds: defaults.bake_seconds as f64,
+                })
+                .collect();
+        }
+        self.rollback_window_seconds
+            .get_or_insert(defaults.rollback_window_seconds as f64);
+    }
+
+    /// The rollback window (the policy's default when the deployment sets none).
+    pub fn rollback_window(&self) -> f64 {
+        self.rollback_window_seconds
+            .unwrap_or(RolloutDefaults::default().rollback_window_seconds as f64)
     }
 }
 
@@ -201,6 +246,9 @@ pub struct CheckSpec {
     pub max_ratio: Option<f64>,
     /// A lower bound on the value (e.g. a success rate from Prometheus).
     pub min: Option<f64>,
+    /// With `max_ratio`: a canary value at most this much above stable's always passes (so a
+    /// stable value of 0 does not make any canary event a failure).
+    pub margin: Option<f64>,
     pub on_no_data: Inconclusive,
     pub on_error: Inconclusive,
 }
@@ -208,6 +256,10 @@ pub struct CheckSpec {
 /// The measured quantity.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CheckKind {
+    /// The share of events given `verdict` (a bucket name of the hook's [`VerdictSet`]:
+    /// `drop`, `aborted`, `tx`, … for XDP; `shot`, `redirect`, … for TC), counted by
+    /// instrumentation.
+    Verdicts { verdict: String },
     /// XDP aborts per event (`xdp:xdp_exception`, attributed per version).
     Aborts,
     /// Bad events ÷ all events from the program's `bpfship_health` map (key 0 good, key 1 bad).
@@ -229,9 +281,11 @@ struct RawCheck {
     name: Option<String>,
     url: Option<String>,
     query: Option<String>,
+    verdict: Option<String>,
     max: Option<f64>,
     max_ratio: Option<f64>,
     min: Option<f64>,
+    margin: Option<f64>,
     #[serde(default = "inconclusive_ignore")]
     on_no_data: Inconclusive,
     #[serde(default = "inconclusive_ignore")]
@@ -245,6 +299,9 @@ impl TryFrom<RawCheck> for CheckSpec {
         let need =
             |v: Option<String>, f: &str| v.ok_or_else(|| format!("a {} check needs `{f}`", r.kind));
         let kind = match r.kind.as_str() {
+            "verdicts" => CheckKind::Verdicts {
+                verdict: need(r.verdict.clone(), "verdict")?,
+            },
             "aborts" => CheckKind::Aborts,
             "bad_events" => CheckKind::BadEvents,
             "cost" => CheckKind::Cost,
@@ -257,10 +314,13 @@ impl TryFrom<RawCheck> for CheckSpec {
             },
             other => {
                 return Err(format!(
-                    "unknown check type `{other}`, expected aborts, bad_events, cost, prometheus or http"
+                    "unknown check type `{other}`, expected verdicts, aborts, bad_events, cost, prometheus or http"
                 ));
             }
         };
+        if r.verdict.is_some() && !matches!(kind, CheckKind::Verdicts { .. }) {
+            return Err(format!("a {} check takes no verdict", r.kind));
+        }
         if !matches!(kind, CheckKind::Prometheus { .. } | CheckKind::Http { .. })
             && (r.url.is_some() || r.query.is_some())
         {
@@ -272,6 +332,7 @@ impl TryFrom<RawCheck> for CheckSpec {
             max: r.max,
             max_ratio: r.max_ratio,
             min: r.min,
+            margin: r.margin,
             on_no_data: r.on_no_data,
             on_error: r.on_error,
         })
@@ -293,20 +354,8 @@ fn default_metrics_address() -> String {
 fn default_poll_interval() -> f64 {
     30.0
 }
-fn default_steps() -> Vec<Step> {
-    [1.0, 10.0, 50.0, 100.0]
-        .into_iter()
-        .map(|percent| Step {
-            percent,
-            bake_seconds: 60.0,
-        })
-        .collect()
-}
 fn hundred() -> f64 {
     100.0
-}
-fn default_rollback_window() -> f64 {
-    600.0
 }
 fn default_interval() -> f64 {
     10.0
@@ -316,6 +365,33 @@ fn default_consecutive_error_limit() -> u32 {
 }
 fn inconclusive_ignore() -> Inconclusive {
     Inconclusive::Ignore
+}
+
+/// The checks an XDP or TC deployment gets when it configures none: for each verdict that does
+/// not hand the packet on (XDP `aborted`, `drop`, `tx`, `redirect`; TC `shot`, `redirect`,
+/// `stolen`), the canary's share may not be far above stable's — over twice stable's and more
+/// than 5 points above it rolls back. Other hooks get none.
+pub fn default_verdict_checks(kind: HookKind) -> Vec<CheckSpec> {
+    let verdicts: &[&str] = match kind {
+        HookKind::Xdp => &["aborted", "drop", "tx", "redirect"],
+        HookKind::Tc => &["shot", "redirect", "stolen"],
+        HookKind::Tracepoint | HookKind::Uprobe => &[],
+    };
+    verdicts
+        .iter()
+        .map(|v| CheckSpec {
+            name: Some(format!("verdict_{v}")),
+            kind: CheckKind::Verdicts {
+                verdict: (*v).to_string(),
+            },
+            max: None,
+            max_ratio: Some(2.0),
+            min: None,
+            margin: Some(0.05),
+            on_no_data: Inconclusive::Ignore,
+            on_error: Inconclusive::Ignore,
+        })
+        .collect()
 }
 
 impl AgentConfig {
@@ -328,8 +404,9 @@ impl AgentConfig {
         Self::parse(&text, path)
     }
 
-    /// Parses and checks configuration text; relative paths are resolved against the file's
-    /// directory.
+    /// Parses and checks configuration text; every relative path (`policy`, `state_dir`,
+    /// `pin_root`, `control_socket`, `audit_log`, `registry.ca_certificates`) is resolved
+    /// against the file's directory.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
         let mut config: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
@@ -337,9 +414,23 @@ impl AgentConfig {
             message: e.to_string().replace('\n', " ").trim().to_string(),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut config.policy, &mut config.state_dir] {
+        let paths = [
+            &mut config.policy,
+            &mut config.state_dir,
+            &mut config.pin_root,
+            &mut config.control_socket,
+        ]
+        .into_iter()
+        .chain(config.audit_log.as_mut())
+        .chain(config.registry.ca_certificates.iter_mut());
+        for p in paths {
             if p.is_relative() {
                 *p = base.join(&*p);
+            }
+        }
+        for d in &mut config.deployments {
+            if d.checks.is_empty() && d.verdicts == VerdictsSetting::Instrument {
+                d.checks = default_verdict_checks(d.hook.kind());
             }
         }
         config
@@ -414,9 +505,6 @@ impl AgentConfig {
                 }
             }
             let r = &d.rollout;
-            if r.steps.is_empty() {
-                return bad(&at("rollout.steps"), "needs at least one step".into());
-            }
             let mut prev = 0.0;
             for (s, step) in r.steps.iter().enumerate() {
                 let f = at(&format!("rollout.steps[{s}]"));
@@ -437,7 +525,9 @@ impl AgentConfig {
                     "must be within 0..=100".into(),
                 );
             }
-            if !(r.rollback_window_seconds.is_finite() && r.rollback_window_seconds >= 0.0) {
+            if r.rollback_window_seconds
+                .is_some_and(|w| !(w.is_finite() && w >= 0.0))
+            {
                 return bad(
                     &at("rollout.rollback_window_seconds"),
                     "must be 0 or more".into(),
@@ -473,6 +563,28 @@ impl AgentConfig {
                     && !(url.starts_with("http://") || url.starts_with("https://"))
                 {
                     return bad(&format!("{f}.url"), "must be an http(s) URL".into());
+                }
+                if let CheckKind::Verdicts { verdict } = &check.kind {
+                    let set = VerdictSet::for_hook(d.hook.kind());
+                    if d.verdicts == VerdictsSetting::Off {
+                        return bad(
+                            &format!("{f}.type"),
+                            "verdicts are not counted: the deployment sets verdicts = \"off\""
+                                .into(),
+                        );
+                    }
+                    if set.index(verdict).is_none() {
+                        return bad(
+                            &format!("{f}.verdict"),
+                            format!(
+                                "`{verdict}` is not a verdict of this hook: {}",
+                                set.names().join(", ")
+                            ),
+                        );
+                    }
+                }
+                if check.margin.is_some() && check.max_ratio.is_none() {
+                    return bad(&format!("{f}.margin"), "applies to max_ratio only".into());
                 }
                 if check.kind == CheckKind::Cost && !d.hook.kind().has_flows() {
                     return bad(
@@ -544,10 +656,132 @@ hook = { type = "xdp", interface = "eth0", mode = "generic" }
     fn minimal_config_gets_defaults() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.policy, Path::new("/etc/bpfship/policy.toml"));
-        let d = &c.deployments[0];
+        let mut d = c.deployments[0].clone();
+        d.rollout.inherit(&RolloutDefaults::default());
         assert_eq!(d.rollout.steps.len(), 4);
         assert_eq!(d.rollout.split, SplitMode::FlowHash);
         assert_eq!(d.rollout.steps[0].basis_points(), 100);
+        assert_eq!(d.rollout.rollback_window(), 600.0);
+        assert_eq!(d.verdicts, VerdictsSetting::Instrument);
+        let names: Vec<_> = d.checks.iter().filter_map(|c| c.name.as_deref()).collect();
+        assert_eq!(
+            names,
+            [
+                "verdict_aborted",
+                "verdict_drop",
+                "verdict_tx",
+                "verdict_redirect"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_policy_rollout_defaults_fill_what_a_deployment_leaves_unset() {
+        let policy = bpfship_verifier::policy::Policy::from_toml(
+            "[rollout]\nsteps = [5, 25, 100]\nbake_seconds = 300\nrollback_window_seconds = 3600\n",
+            Path::new("/etc/bpfship/policy.toml"),
+        )
+        .unwrap();
+        let c = parse(MINIMAL).unwrap();
+        let mut d = c.deployments[0].clone();
+        d.rollout.inherit(&policy.rules.rollout);
+        let steps: Vec<_> = d
+            .rollout
+            .steps
+            .iter()
+            .map(|s| (s.percent, s.bake_seconds))
+            .collect();
+        assert_eq!(steps, [(5.0, 300.0), (25.0, 300.0), (100.0, 300.0)]);
+        assert_eq!(d.rollout.rollback_window(), 3600.0);
+        // What the deployment sets wins.
+        let own = format!(
+            "{MINIMAL}[deployment.rollout]\nsteps = [{{percent = 100, bake_seconds = 1}}]\nrollback_window_seconds = 9\n"
+        );
+        let mut d = parse(&own).unwrap().deployments[0].clone();
+        d.rollout.inherit(&policy.rules.rollout);
+        assert_eq!(d.rollout.steps.len(), 1);
+        assert_eq!(d.rollout.rollback_window(), 9.0);
+    }
+
+    #[test]
+    fn relative_paths_are_resolved_against_the_config_directory() {
+        let text = format!(
+            "state_dir = \"state\"\npin_root = \"/sys/fs/bpf/x\"\ncontrol_socket = \"run/agent.sock\"\n\
+             audit_log = \"log/audit.jsonl\"\n{MINIMAL}[registry]\nca_certificates = [\"ca/one.pem\", \"/abs/two.pem\"]\n"
+        );
+        let c = AgentConfig::parse(&text, Path::new("/srv/conf/agent.toml")).unwrap();
+        assert_eq!(c.policy, Path::new("/srv/conf/policy.toml"));
+        assert_eq!(c.state_dir, Path::new("/srv/conf/state"));
+        assert_eq!(c.pin_root, Path::new("/sys/fs/bpf/x"));
+        assert_eq!(c.control_socket, Path::new("/srv/conf/run/agent.sock"));
+        assert_eq!(c.audit_log_path(), Path::new("/srv/conf/log/audit.jsonl"));
+        assert_eq!(
+            c.registry.ca_certificates,
+            [Path::new("/srv/conf/ca/one.pem"), Path::new("/abs/two.pem")]
+        );
+        let rel = AgentConfig::parse(
+            "pin_root = \"pins\"\npolicy = \"p.toml\"\n",
+            Path::new("/a/agent.toml"),
+        )
+        .unwrap();
+        assert_eq!(rel.pin_root, Path::new("/a/pins"));
+    }
+
+    #[test]
+    fn verdict_checks_and_the_setting() {
+        let with = |extra: &str| parse(&format!("{MINIMAL}{extra}"));
+        // Configured checks replace the defaults.
+        let c = with("[[deployment.checks]]\ntype = \"verdicts\"\nverdict = \"pass\"\nmin = 0.5\n")
+            .unwrap();
+        assert_eq!(c.deployments[0].checks.len(), 1);
+        assert_eq!(
+            c.deployments[0].checks[0].kind,
+            CheckKind::Verdicts {
+                verdict: "pass".into()
+            }
+        );
+        // Off: versions load as published, no default checks.
+        let off = with("verdicts = \"off\"\n").unwrap();
+        assert!(off.deployments[0].checks.is_empty());
+        // TC defaults; tracepoints get none.
+        let tc = parse(&MINIMAL.replace(
+            "type = \"xdp\", interface = \"eth0\", mode = \"generic\"",
+            "type = \"tc\", interface = \"eth0\", direction = \"ingress\"",
+        ))
+        .unwrap();
+        assert_eq!(tc.deployments[0].checks.len(), 3);
+        let tp = parse(&MINIMAL.replace(
+            "type = \"xdp\", interface = \"eth0\", mode = \"generic\"",
+            "type = \"tracepoint\", category = \"sched\", name = \"sched_switch\"",
+        ))
+        .unwrap();
+        assert!(tp.deployments[0].checks.is_empty());
+        for (extra, want) in [
+            (
+                "[[deployment.checks]]\ntype = \"verdicts\"\nverdict = \"shot\"\nmax = 0.1\n",
+                "checks[0].verdict: `shot` is not a verdict of this hook: aborted, drop, pass",
+            ),
+            (
+                "[[deployment.checks]]\ntype = \"verdicts\"\nmax = 0.1\n",
+                "a verdicts check needs `verdict`",
+            ),
+            (
+                "[[deployment.checks]]\ntype = \"aborts\"\nverdict = \"drop\"\nmax = 0.1\n",
+                "takes no verdict",
+            ),
+            (
+                "[[deployment.checks]]\ntype = \"verdicts\"\nverdict = \"drop\"\nmax = 0.1\nmargin = 0.1\n",
+                "checks[0].margin: applies to max_ratio only",
+            ),
+            (
+                "verdicts = \"off\"\n[[deployment.checks]]\ntype = \"verdicts\"\nverdict = \"drop\"\nmax = 0.1\n",
+                "verdicts = \"off\"",
+            ),
+            ("verdicts = \"sometimes\"\n", "unknown variant"),
+        ] {
+            let e = with(extra).expect_err(want).to_string();
+            assert!(e.contains(want), "{e} should contain {want}");
+        }
     }
 
     #[test]
@@ -597,7 +831,12 @@ hook = { type = "xdp", interface = "eth0", mode = "generic" }
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.toml");
         let c = AgentConfig::load(&path).unwrap();
         assert_eq!(c.deployments.len(), 2);
-        assert_eq!(c.deployments[0].checks.len(), 4);
+        assert_eq!(c.deployments[0].checks.len(), 5);
+        assert_eq!(
+            c.deployments[1].checks.len(),
+            3,
+            "TC default verdict checks"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One deployment's reconcile loop: poll the tag, verify and fetch a new digest, load it beside
 //! the stable version, canary it step by step under analysis, and promote or roll back.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -14,8 +15,9 @@ use bpfship_verifier::policy::Policy;
 use crate::analysis::{self, AnalysisRun, ExternalSource, Outcome, Record, Verdict, VersionSample};
 use crate::audit::{AuditEvent, AuditLog};
 use crate::awaiting::Awaiting;
-use crate::config::{DeploymentSpec, fleet_bucket};
+use crate::config::{DeploymentSpec, VerdictsSetting, fleet_bucket};
 use crate::hook::{HookRuntime, Serving};
+use crate::kernel::instrument::{VerdictSet, VerdictValue};
 use crate::kernel::{HookKind, LoadedProgram, MapFd, health::HealthMap};
 use crate::policy_watch::PolicyWatch;
 use crate::state::{self, DeploymentState, Phase, Rejection, VersionRecord};
@@ -80,6 +82,8 @@ struct Snapshot {
     runs: [u64; 2],
     aborts: [u64; 2],
     health: [(u64, u64); 2],
+    /// Verdict counters of stable and canary (`None`: not counted).
+    verdicts: [Option<VerdictValue>; 2],
     /// The canary's own run count (`BPF_ENABLE_STATS`), for a whole-host canary.
     canary_run_cnt: u64,
 }
@@ -125,7 +129,7 @@ impl Deployment {
         let salt32 = dispatcher_salt(&spec.name, &salt);
         let names = [&state.stable, &state.canary, &state.previous]
             .map(|v| v.as_ref().map(|v| v.pin_name()));
-        let hook = HookRuntime::adopt(
+        let mut hook = HookRuntime::adopt(
             spec.hook.clone(),
             ctx.pin_root.join(&spec.name),
             spec.rollout.split,
@@ -137,6 +141,7 @@ impl Deployment {
             ],
         )
         .map_err(|e| format!("{}: adopting pins: {e}", spec.name))?;
+        hook.count_verdicts = spec.verdicts == VerdictsSetting::Instrument;
         let mut d = Deployment {
             spec,
             ctx,
@@ -405,7 +410,10 @@ impl Deployment {
             dispatcher_salt(&self.spec.name, &self.salt),
             [None, None, None],
         ) {
-            Ok(h) => self.hook = h,
+            Ok(h) => {
+                self.hook = h;
+                self.hook.count_verdicts = self.spec.verdicts == VerdictsSetting::Instrument;
+            }
             Err(e) => {
                 tracing::error!(deployment = %self.spec.name, error = %e, "cannot recreate the pin directory")
             }
@@ -831,6 +839,8 @@ impl Deployment {
             runs: c.runs,
             aborts: c.aborts,
             health: [h(&self.hook.stable), h(&self.hook.canary)],
+            verdicts: [&self.hook.stable, &self.hook.canary]
+                .map(|p| p.as_ref().and_then(LoadedProgram::verdict_counts)),
             canary_run_cnt: self
                 .hook
                 .canary
@@ -865,6 +875,7 @@ impl Deployment {
                 .1
                 .saturating_sub(self.snapshot.health[slot].1),
             cost_ns: cost(p),
+            verdicts: self.verdict_delta(now, slot),
         };
         if self.hook.whole_host {
             // Every event goes to the canary; its aborts are attributed to the program at the
@@ -875,9 +886,22 @@ impl Deployment {
                 .saturating_sub(self.snapshot.canary_run_cnt);
             canary.good = now.health[1].0.saturating_sub(self.snapshot.health[1].0);
             canary.bad = now.health[1].1.saturating_sub(self.snapshot.health[1].1);
+            canary.verdicts = self.verdict_delta(now, 1);
             return [VersionSample::default(), canary];
         }
         [mk(0, &self.hook.stable), mk(1, &self.hook.canary)]
+    }
+
+    /// The verdicts version `slot` (0 stable, 1 canary) gave since the interval began, by name.
+    fn verdict_delta(&self, now: &Snapshot, slot: usize) -> BTreeMap<String, u64> {
+        match (now.verdicts[slot], self.snapshot.verdicts[slot]) {
+            (Some(now), Some(then)) => self.verdict_set().named(&now, Some(&then)),
+            _ => BTreeMap::new(),
+        }
+    }
+
+    fn verdict_set(&self) -> VerdictSet {
+        VerdictSet::for_hook(self.hook.kind())
     }
 
     fn drive_canary(&mut self) {
@@ -895,8 +919,8 @@ impl Deployment {
                 .collect();
             {
                 let mut s = self.status();
-                s.stable_sample = stable;
-                s.canary_sample = canary;
+                s.stable_sample = stable.clone();
+                s.canary_sample = canary.clone();
             }
             match self
                 .analysis
@@ -962,7 +986,7 @@ impl Deployment {
         }
         self.state.previous = self.state.stable.take();
         self.state.previous_until_unix =
-            now_unix() + self.spec.rollout.rollback_window_seconds.ceil() as u64;
+            now_unix() + self.spec.rollout.rollback_window().ceil() as u64;
         self.state.stable = self.state.canary.take();
         if let Some(s) = &self.state.stable {
             self.state.history.record(&s.digest, s.version, now_unix());
@@ -1115,6 +1139,46 @@ impl Deployment {
         };
     }
 
+    /// Each loaded version: how its verdicts are counted and its counts so far.
+    fn version_statuses(&self) -> Vec<bpfship_control::VersionStatus> {
+        use crate::kernel::instrument::VerdictCounting;
+        use bpfship_control::{VerdictCounting as Shown, VersionStatus};
+        let roles = [
+            ("stable", &self.state.stable, &self.hook.stable),
+            ("canary", &self.state.canary, &self.hook.canary),
+            ("previous", &self.state.previous, &self.hook.previous),
+        ];
+        roles
+            .into_iter()
+            .filter_map(|(role, record, prog)| {
+                let (record, prog) = (record.as_ref()?, prog.as_ref()?);
+                let verdict_counting = match &prog.verdicts {
+                    Some(VerdictCounting::Instrumented(r)) => Shown::Instrumented {
+                        exits: r.exits,
+                        added_instructions: r.added_instructions,
+                    },
+                    Some(VerdictCounting::Unmodified { reason }) => Shown::Unmodified {
+                        reason: reason.clone(),
+                    },
+                    None if self.hook.count_verdicts => Shown::Unmodified {
+                        reason: "adopted from its pin without verdict counters".into(),
+                    },
+                    None => Shown::Off,
+                };
+                Some(VersionStatus {
+                    role: role.into(),
+                    digest: record.digest.clone(),
+                    program_id: prog.id,
+                    verdict_counting,
+                    verdicts: prog
+                        .verdict_counts()
+                        .map(|c| self.verdict_set().named(&c, None))
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
     /// Updates the shared status from the state, with a new message.
     fn publish(&self, message: &str) {
         self.status().message = clip(message);
@@ -1148,6 +1212,7 @@ impl Deployment {
         s.in_fleet_cohort = f64::from(s.fleet_bucket) < self.spec.rollout.fleet_percent * 100.0;
         s.analysis = self.analysis.clone();
         s.program_ids = self.hook.program_ids();
+        s.versions = self.version_statuses();
         s.rejected = self.state.rejected.clone();
         s.awaiting_signature = self.awaiting.status(Instant::now());
         s.pinned = self.state.pinned.clone();

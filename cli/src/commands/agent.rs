@@ -99,6 +99,13 @@ fn print_status(d: &DeploymentStatus) -> std::io::Result<()> {
     if let Some(previous) = &d.previous {
         outln!("  previous:  {previous} (kept for rollback)")?;
     }
+    for v in &d.versions {
+        outln!("  verdicts:  {} {}", v.role, v.verdict_counting)?;
+        if !v.verdicts.is_empty() {
+            let counts: Vec<String> = v.verdicts.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            outln!("             {}", counts.join(", "))?;
+        }
+    }
     outln!("  registry:  {}", d.registry)?;
     if let Some(v) = &d.last_verification {
         outln!(
