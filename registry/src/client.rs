@@ -487,6 +487,7 @@ impl Client {
                     size,
                     artifact_type: None,
                     annotations: Default::default(),
+                    platform: None,
                 }
             }
             _ => {

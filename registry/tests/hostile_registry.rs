@@ -35,6 +35,7 @@ fn push(client: &Client, r: &Reference) -> bpfship_registry::artifact::Packaged 
         b"\x7fELF not really",
         &progs,
         &BTreeMap::new(),
+        "1970-01-01T00:00:00Z",
         BTreeMap::new(),
     )
     .unwrap();

@@ -117,20 +117,6 @@ pub fn inspect_with(
     }
 }
 
-/// bpfman's name for a program's type, from its section (`xdp`, `tc`, `tracepoint`, `kprobe`…).
-fn bpfman_program_type(p: &ebpf::ProgramInfo) -> String {
-    let stem = p.section.split('/').next().unwrap_or("");
-    let stem = stem.split('.').next().unwrap_or(stem);
-    match stem {
-        "classifier" | "tc" | "tcx" => "tc".into(),
-        "tp" | "tracepoint" => "tracepoint".into(),
-        "socket" => "socket_filter".into(),
-        "kretprobe" | "kprobe" | "ksyscall" | "kretsyscall" => "kprobe".into(),
-        "uprobe" | "uretprobe" | "usdt" => "uprobe".into(),
-        other => other.into(),
-    }
-}
-
 /// Packages inspected bytes for a registry (eBPF: bpfman image; WASM: TAG Runtime Wasm artifact),
 /// with bpfship's `dev.bpfship.*` annotations recording what was validated.
 pub fn package(
@@ -139,6 +125,7 @@ pub fn package(
     inspection: &Inspection,
     policy: Option<&Policy>,
 ) -> Result<Packaged, ContentError> {
+    let created = artifact::created_from_env()?;
     let mut annotations = BTreeMap::new();
     if let Some(p) = policy {
         annotations.insert("dev.bpfship.policy.digest".to_string(), p.digest.clone());
@@ -148,13 +135,13 @@ pub fn package(
             let programs: BTreeMap<String, String> = r
                 .programs
                 .iter()
-                .map(|p| (p.name.clone(), bpfman_program_type(p)))
+                .map(|p| (p.name.clone(), crate::bpfman::program_type(&p.section)))
                 .collect();
             let maps: BTreeMap<String, String> = r
                 .maps
                 .iter()
                 .filter(|m| m.declared_in != "global_data")
-                .map(|m| (m.name.clone(), m.map_type.clone()))
+                .map(|m| (m.name.clone(), crate::bpfman::map_type(&m.map_type)))
                 .collect();
             let listing: Vec<String> = r
                 .programs
@@ -184,6 +171,7 @@ pub fn package(
                 bytes,
                 &programs,
                 &maps,
+                &created,
                 annotations,
             )?)
         }
@@ -193,9 +181,16 @@ pub fn package(
                 "org.opencontainers.image.title".into(),
                 file_name.to_owned(),
             );
+            let component = (r.kind == WasmKind::Component).then(|| artifact::WasmComponent {
+                imports: r.imports.iter().map(|i| i.name.clone()).collect(),
+                exports: r.exports.iter().map(|e| e.name.clone()).collect(),
+                target: None,
+            });
             Ok(artifact::package_wasm(
+                file_name,
                 bytes,
-                r.kind == WasmKind::Component,
+                component.as_ref(),
+                &created,
                 annotations,
             ))
         }

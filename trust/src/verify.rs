@@ -377,11 +377,12 @@ pub fn fetch_content(
     let layer = &verified.manifest.layers[0];
     let blob = client.fetch_blob(&verified.repository, layer, BlobKind::of_artifact(kind))?;
     let (file_name, bytes) = artifact::unpack_layer(&layer.media_type, &blob).map_err(at)?;
-    let file_name = verified
-        .manifest
-        .annotations
-        .get("org.opencontainers.image.title")
-        .filter(|t| is_plain_file_name(t))
+    // The layer's title (TAG Runtime artifacts), else the manifest's, else the name in the
+    // layer: a title that is not a plain file name is not taken.
+    let file_name = [&layer.annotations, &verified.manifest.annotations]
+        .into_iter()
+        .filter_map(|a| a.get(artifact::TITLE))
+        .find(|t| is_plain_file_name(t))
         .cloned()
         .unwrap_or(file_name);
     let inspection = content::inspect(&bytes, policy).map_err(|source| VerifyError::Content {
