@@ -112,6 +112,7 @@ pub fn package_ebpf(
     programs: &BTreeMap<String, String>,
     maps: &BTreeMap<String, String>,
     created: &str,
+    platform: &crate::index::Platform,
     annotations: BTreeMap<String, String>,
 ) -> Result<Packaged, ArtifactError> {
     let tar = single_file_tar(&object_entry_name(file_name), elf)?;
@@ -123,8 +124,8 @@ pub fn package_ebpf(
     });
     let config = serde_json::to_vec(&serde_json::json!({
         "created": created,
-        "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
-        "os": "linux",
+        "architecture": platform.architecture,
+        "os": platform.os,
         "config": { "Labels": labels },
         "rootfs": { "type": "layers", "diff_ids": [diff_id] },
     }))
@@ -381,6 +382,7 @@ mod tests {
             &progs,
             &BTreeMap::new(),
             EPOCH,
+            &crate::index::Platform::host(),
             BTreeMap::new(),
         )
         .unwrap();
@@ -390,6 +392,7 @@ mod tests {
             &progs,
             &BTreeMap::new(),
             EPOCH,
+            &crate::index::Platform::host(),
             BTreeMap::new(),
         )
         .unwrap();
@@ -425,6 +428,7 @@ mod tests {
             &BTreeMap::new(),
             &BTreeMap::new(),
             EPOCH,
+            &crate::index::Platform::host(),
             BTreeMap::new(),
         )
         .unwrap();

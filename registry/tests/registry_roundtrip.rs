@@ -53,6 +53,7 @@ fn ebpf_package() -> bpfship_registry::artifact::Packaged {
         &progs,
         &maps,
         "1970-01-01T00:00:00Z",
+        &bpfship_registry::Platform::host(),
         ann,
     )
     .unwrap()
@@ -83,6 +84,7 @@ fn push_resolve_fetch_by_digest_and_skopeo_reads_it() {
         b"\0asm\x01\0\0\0",
         None,
         "1970-01-01T00:00:00Z",
+        &bpfship_registry::Platform::host(),
         BTreeMap::new(),
     );
     let wd = push(&client, &w, &wp);

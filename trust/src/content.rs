@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use bpfship_registry::Platform;
 use bpfship_registry::artifact::{self, Packaged};
 use bpfship_verifier::digest::ReportDigest;
 use bpfship_verifier::ebpf::{self, EbpfReport};
@@ -74,6 +75,13 @@ pub enum ContentError {
     Unknown,
     #[error(transparent)]
     Artifact(#[from] artifact::ArtifactError),
+    #[error(
+        "a {object}-endian eBPF object cannot serve {platform} (build big-endian platforms with clang -target bpfeb, little-endian ones with -target bpfel)"
+    )]
+    Endianness {
+        platform: String,
+        object: &'static str,
+    },
 }
 
 /// Inspects bytes by their magic (ELF or WASM) and checks them against the policy, if any.
@@ -117,13 +125,15 @@ pub fn inspect_with(
     }
 }
 
-/// Packages inspected bytes for a registry (eBPF: bpfman image; WASM: TAG Runtime Wasm artifact),
-/// with bpfship's `dev.bpfship.*` annotations recording what was validated.
+/// Packages inspected bytes for a registry (eBPF: bpfman image for `platform`, which must have the
+/// object's byte order; WASM: TAG Runtime Wasm artifact), with bpfship's `dev.bpfship.*`
+/// annotations recording what was validated.
 pub fn package(
     file_name: &str,
     bytes: &[u8],
     inspection: &Inspection,
     policy: Option<&Policy>,
+    platform: &Platform,
 ) -> Result<Packaged, ContentError> {
     let created = artifact::created_from_env()?;
     let mut annotations = BTreeMap::new();
@@ -132,6 +142,13 @@ pub fn package(
     }
     match &inspection.findings {
         Findings::Ebpf(r) => {
+            let big_endian = bytes.get(5) == Some(&2); // EI_DATA = ELFDATA2MSB
+            if big_endian != platform.big_endian() {
+                return Err(ContentError::Endianness {
+                    platform: platform.to_string(),
+                    object: if big_endian { "big" } else { "little" },
+                });
+            }
             let programs: BTreeMap<String, String> = r
                 .programs
                 .iter()
@@ -172,6 +189,7 @@ pub fn package(
                 &programs,
                 &maps,
                 &created,
+                platform,
                 annotations,
             )?)
         }
