@@ -84,7 +84,6 @@ fn push_resolve_fetch_by_digest_and_skopeo_reads_it() {
         b"\0asm\x01\0\0\0",
         None,
         "1970-01-01T00:00:00Z",
-        &bpfship_registry::Platform::host(),
         BTreeMap::new(),
     );
     let wd = push(&client, &w, &wp);
