@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(clang llvm libbpf-dev linux-libc-dev bpftool docker-registry skopeo wabt iproute2
-          openssl apache2-utils curl python3 nodejs npm procps)
+          openssl apache2-utils curl python3 python3-venv nodejs npm procps
+          umoci oci-image-tool golang-github-opencontainers-image-spec-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -29,6 +30,12 @@ fi
 # npm's @sigstore/verify: the independent reader of bpfship's bundles in the tests.
 if [ -f testdata/js/package-lock.json ] && [ ! -d testdata/js/node_modules/@sigstore/verify ]; then
   npm ci --prefix testdata/js --no-audit --no-fund --loglevel=error
+fi
+
+# PyPI oras and jsonschema: independent readers of what bpfship pushes (cli/tests/ecosystem.rs).
+venv=target/readers-venv
+if ! "$venv/bin/python" -c "import oras, jsonschema" 2>/dev/null; then
+  python3 -m venv "$venv" && "$venv/bin/pip" install -q oras jsonschema
 fi
 
 # bpffs and tracefs, for the agent and its tests (root only; harmless when already mounted).

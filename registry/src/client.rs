@@ -553,6 +553,7 @@ impl Client {
                     size,
                     artifact_type: None,
                     annotations: Default::default(),
+                    platform: None,
                 }
             }
             _ => {

@@ -9,6 +9,7 @@
 pub mod artifact;
 pub mod auth;
 pub mod client;
+pub mod index;
 pub mod manifest;
 pub mod reference;
 pub mod signatures;
@@ -17,5 +18,6 @@ pub mod testing;
 pub mod untrusted;
 
 pub use client::{BlobKind, Client, ClientOptions, ErrorClass, Progress, RegistryError};
+pub use index::Platform;
 pub use manifest::{Descriptor, ImageIndex, ImageManifest};
 pub use reference::Reference;

@@ -36,6 +36,9 @@ pub struct Descriptor {
     pub artifact_type: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// The platform an index entry is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<crate::index::Platform>,
 }
 
 impl Descriptor {
@@ -47,6 +50,7 @@ impl Descriptor {
             size: bytes.len() as u64,
             artifact_type: None,
             annotations: BTreeMap::new(),
+            platform: None,
         }
     }
 }

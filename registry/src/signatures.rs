@@ -276,6 +276,7 @@ pub fn push_bundle(
         size: subject.size,
         artifact_type: None,
         annotations: BTreeMap::new(),
+        platform: None,
     };
     let manifest = ImageManifest {
         schema_version: 2,

@@ -35,6 +35,8 @@ fn push(client: &Client, r: &Reference) -> bpfship_registry::artifact::Packaged 
         b"\x7fELF not really",
         &progs,
         &BTreeMap::new(),
+        "1970-01-01T00:00:00Z",
+        &bpfship_registry::Platform::host(),
         BTreeMap::new(),
     )
     .unwrap();

@@ -52,6 +52,8 @@ fn ebpf_package() -> bpfship_registry::artifact::Packaged {
         b"\x7fELF not really, but bytes",
         &progs,
         &maps,
+        "1970-01-01T00:00:00Z",
+        &bpfship_registry::Platform::host(),
         ann,
     )
     .unwrap()
@@ -77,7 +79,13 @@ fn push_resolve_fetch_by_digest_and_skopeo_reads_it() {
     );
 
     let w = Reference::parse(&format!("{}/test/handler:v1", reg.address)).unwrap();
-    let wp = package_wasm(b"\0asm\x01\0\0\0", false, BTreeMap::new());
+    let wp = package_wasm(
+        "handler.wasm",
+        b"\0asm\x01\0\0\0",
+        None,
+        "1970-01-01T00:00:00Z",
+        BTreeMap::new(),
+    );
     let wd = push(&client, &w, &wp);
     let (wbytes, _) = client.fetch_manifest(&w, &wd).unwrap();
     let wm: ImageManifest = serde_json::from_slice(&wbytes).unwrap();

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use bpfship_registry::Platform;
 use bpfship_registry::artifact::{self, Packaged};
 use bpfship_verifier::digest::ReportDigest;
 use bpfship_verifier::ebpf::{self, EbpfReport};
@@ -74,6 +75,13 @@ pub enum ContentError {
     Unknown,
     #[error(transparent)]
     Artifact(#[from] artifact::ArtifactError),
+    #[error(
+        "a {object}-endian eBPF object cannot serve {platform} (build big-endian platforms with clang -target bpfeb, little-endian ones with -target bpfel)"
+    )]
+    Endianness {
+        platform: String,
+        object: &'static str,
+    },
 }
 
 /// Inspects bytes by their magic (ELF or WASM) and checks them against the policy, if any.
@@ -117,44 +125,40 @@ pub fn inspect_with(
     }
 }
 
-/// bpfman's name for a program's type, from its section (`xdp`, `tc`, `tracepoint`, `kprobe`…).
-fn bpfman_program_type(p: &ebpf::ProgramInfo) -> String {
-    let stem = p.section.split('/').next().unwrap_or("");
-    let stem = stem.split('.').next().unwrap_or(stem);
-    match stem {
-        "classifier" | "tc" | "tcx" => "tc".into(),
-        "tp" | "tracepoint" => "tracepoint".into(),
-        "socket" => "socket_filter".into(),
-        "kretprobe" | "kprobe" | "ksyscall" | "kretsyscall" => "kprobe".into(),
-        "uprobe" | "uretprobe" | "usdt" => "uprobe".into(),
-        other => other.into(),
-    }
-}
-
-/// Packages inspected bytes for a registry (eBPF: bpfman image; WASM: TAG Runtime Wasm artifact),
-/// with bpfship's `dev.bpfship.*` annotations recording what was validated.
+/// Packages inspected bytes for a registry (eBPF: bpfman image for `platform`, which must have the
+/// object's byte order; WASM: TAG Runtime Wasm artifact), with bpfship's `dev.bpfship.*`
+/// annotations recording what was validated.
 pub fn package(
     file_name: &str,
     bytes: &[u8],
     inspection: &Inspection,
     policy: Option<&Policy>,
+    platform: &Platform,
 ) -> Result<Packaged, ContentError> {
+    let created = artifact::created_from_env()?;
     let mut annotations = BTreeMap::new();
     if let Some(p) = policy {
         annotations.insert("dev.bpfship.policy.digest".to_string(), p.digest.clone());
     }
     match &inspection.findings {
         Findings::Ebpf(r) => {
+            let big_endian = bytes.get(5) == Some(&2); // EI_DATA = ELFDATA2MSB
+            if big_endian != platform.big_endian() {
+                return Err(ContentError::Endianness {
+                    platform: platform.to_string(),
+                    object: if big_endian { "big" } else { "little" },
+                });
+            }
             let programs: BTreeMap<String, String> = r
                 .programs
                 .iter()
-                .map(|p| (p.name.clone(), bpfman_program_type(p)))
+                .map(|p| (p.name.clone(), crate::bpfman::program_type(&p.section)))
                 .collect();
             let maps: BTreeMap<String, String> = r
                 .maps
                 .iter()
                 .filter(|m| m.declared_in != "global_data")
-                .map(|m| (m.name.clone(), m.map_type.clone()))
+                .map(|m| (m.name.clone(), crate::bpfman::map_type(&m.map_type)))
                 .collect();
             let listing: Vec<String> = r
                 .programs
@@ -184,6 +188,8 @@ pub fn package(
                 bytes,
                 &programs,
                 &maps,
+                &created,
+                platform,
                 annotations,
             )?)
         }
@@ -193,9 +199,16 @@ pub fn package(
                 "org.opencontainers.image.title".into(),
                 file_name.to_owned(),
             );
+            let component = (r.kind == WasmKind::Component).then(|| artifact::WasmComponent {
+                imports: r.imports.iter().map(|i| i.name.clone()).collect(),
+                exports: r.exports.iter().map(|e| e.name.clone()).collect(),
+                target: None,
+            });
             Ok(artifact::package_wasm(
+                file_name,
                 bytes,
-                r.kind == WasmKind::Component,
+                component.as_ref(),
+                &created,
                 annotations,
             ))
         }

@@ -4,6 +4,7 @@
 //! ([`verify`]), and verify stored signature material again without the registry
 //! ([`offline`]).
 
+pub mod bpfman;
 pub mod content;
 pub mod offline;
 pub mod publish;

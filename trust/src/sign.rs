@@ -14,7 +14,8 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SignatureFormat {
-    /// The `sha256-<hex>.sig` tag (cosign ≤ 2; read by skopeo, policy-controller, Kyverno).
+    /// The `sha256-<hex>.sig` tag (cosign ≤ 2; read by policy-controller, Kyverno and containers/image
+    /// built with sigstore support).
     Legacy,
     /// A sigstore bundle v0.3 referrer (cosign 3).
     Bundle,

@@ -3,9 +3,11 @@
 //! blobs by digest and apply the policy's eBPF/WASM rules. Nothing is trusted before that.
 
 use bpfship_registry::artifact::{self, ArtifactError, ArtifactKind};
+use bpfship_registry::index;
 use bpfship_registry::signatures::{bundle_entries, legacy_entries};
 use bpfship_registry::{
-    BlobKind, Client, Descriptor, ErrorClass, ImageManifest, Reference, RegistryError, untrusted,
+    BlobKind, Client, Descriptor, ErrorClass, ImageManifest, Platform, Reference, RegistryError,
+    untrusted,
 };
 use bpfship_verifier::keys::{KeyError, PublicKey};
 use bpfship_verifier::policy::{Policy, SignedIdentity};
@@ -104,6 +106,11 @@ pub struct Verified {
     /// Which keys counted: explicit keys or a policy rule.
     pub trust: TrustBasis,
     pub policy_digest: Option<String>,
+    /// For an image index (signed by its digest): the entry chosen for this host, whose
+    /// manifest is the one used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform_manifest: Option<Descriptor>,
+    /// The image manifest used (for an index: the host's entry).
     #[serde(skip)]
     pub manifest: ImageManifest,
     #[serde(skip)]
@@ -142,7 +149,7 @@ pub enum VerifyError {
         reference: String,
         reasons: Vec<String>,
     },
-    #[error("{reference}: not a single-manifest artifact: {message}")]
+    #[error("{reference}: not a usable artifact: {message}")]
     NotArtifact { reference: String, message: String },
     #[error("{reference}: {source}")]
     Artifact {
@@ -254,11 +261,24 @@ fn verify_digest(
     let digest = descriptor.digest.as_str();
     let pinned = format!("{}@{digest}", repo.repository_path());
     let (manifest_bytes, media_type) = client.fetch_manifest(repo, digest)?;
-    let manifest: ImageManifest =
-        serde_json::from_slice(&manifest_bytes).map_err(|e| VerifyError::NotArtifact {
+    // An index is signed by its own digest; the host's entry is fetched by the digest it names.
+    let resolved = index::resolve_manifest(
+        client,
+        repo,
+        descriptor,
+        &manifest_bytes,
+        &media_type,
+        &Platform::host(),
+    )
+    .map_err(|e| match e {
+        index::ResolveError::Registry(e) => VerifyError::Registry(e),
+        other => VerifyError::NotArtifact {
             reference: pinned.clone(),
-            message: e.to_string(),
-        })?;
+            message: other.to_string(),
+        },
+    })?;
+    let manifest = resolved.manifest;
+    let platform_manifest = resolved.index.is_some().then_some(resolved.descriptor);
     let mut reasons = Vec::new();
     let mut signatures = Vec::new();
     // Each entry is judged on its own and an unreadable or invalid one is only a reason: junk
@@ -357,6 +377,7 @@ fn verify_digest(
         unsigned_allowed,
         trust: trusted.basis,
         policy_digest: policy.map(|p| p.digest.clone()),
+        platform_manifest,
         manifest,
         repository: repo.with_digest(digest),
     })
@@ -377,11 +398,12 @@ pub fn fetch_content(
     let layer = &verified.manifest.layers[0];
     let blob = client.fetch_blob(&verified.repository, layer, BlobKind::of_artifact(kind))?;
     let (file_name, bytes) = artifact::unpack_layer(&layer.media_type, &blob).map_err(at)?;
-    let file_name = verified
-        .manifest
-        .annotations
-        .get("org.opencontainers.image.title")
-        .filter(|t| is_plain_file_name(t))
+    // The layer's title (TAG Runtime artifacts), else the manifest's, else the name in the
+    // layer: a title that is not a plain file name is not taken.
+    let file_name = [&layer.annotations, &verified.manifest.annotations]
+        .into_iter()
+        .filter_map(|a| a.get(artifact::TITLE))
+        .find(|t| is_plain_file_name(t))
         .cloned()
         .unwrap_or(file_name);
     let inspection = content::inspect(&bytes, policy).map_err(|source| VerifyError::Content {

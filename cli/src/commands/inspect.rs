@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use bpfship_registry::artifact::{kind_of, unpack_layer};
 use bpfship_registry::signatures::{bundle_entries, legacy_entries};
 use bpfship_registry::untrusted::{escape, shown};
-use bpfship_registry::{BlobKind, ImageManifest};
+use bpfship_registry::{BlobKind, Platform, index};
 use bpfship_trust::content::inspect;
 
 use crate::exit::{CmdResult, Failure};
@@ -56,7 +56,11 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
     let (bytes, media_type) = client
         .fetch_manifest(&target, &d.digest)
         .map_err(Failure::registry)?;
-    let manifest: ImageManifest = serde_json::from_slice(&bytes).context("manifest")?;
+    // An index: the host's entry (signatures stay on the index digest).
+    let resolved =
+        index::resolve_manifest(&client, &target, &d, &bytes, &media_type, &Platform::host())?;
+    let manifest = resolved.manifest;
+    let platform_manifest = resolved.index.is_some().then_some(&resolved.descriptor);
     // Entries are counted, not judged (`verify` judges); an unreadable one is counted apart.
     let count = |entries: &mut dyn Iterator<Item = Result<(), bpfship_registry::RegistryError>>| {
         entries.fold((0usize, 0usize), |(ok, bad), e| match e {
@@ -84,6 +88,8 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
             "media_type": media_type,
             "kind": kind,
             "manifest": manifest,
+            "platform_manifest": platform_manifest,
+            "index": resolved.index,
             "signatures": {
                 "legacy": legacy.0, "bundles": bundles.0,
                 "unreadable": { "legacy": legacy.1, "bundles": bundles.1 },
@@ -99,6 +105,14 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
                 content.len(),
                 shown(&file_name)
             )?;
+            if let (Some(i), Some(p)) = (&resolved.index, platform_manifest) {
+                outln!(
+                    "  image index of {} manifest(s); for this host ({}): {}",
+                    i.manifests.len(),
+                    Platform::host(),
+                    shown(&p.digest)
+                )?;
+            }
             for (k, v) in &manifest.annotations {
                 outln!("  {}: {}", shown(k), shown(v))?;
             }

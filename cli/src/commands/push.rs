@@ -1,9 +1,13 @@
 //! `push FILE REF`: validate (refusing what fails), package, push, and sign with `--key`.
+//! `push FILE… REF --platform P…`: one manifest per file for its platform, under one OCI image
+//! index, signed by the index digest.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use bpfship_registry::Platform;
 use bpfship_trust::content::inspect;
+use bpfship_trust::publish::Part;
 use bpfship_trust::sign::{SignOptions, SignatureFormat, sign_descriptor};
 use bpfship_verifier::policy::Policy;
 
@@ -13,10 +17,15 @@ use crate::registry_args::{RegistryArgs, reference};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// eBPF ELF object or WASM module.
-    file: PathBuf,
+    /// eBPF ELF object or WASM module; several with one `--platform` each (an image index).
+    #[arg(required = true, num_args = 1..)]
+    files: Vec<PathBuf>,
     /// Destination, registry/repository:tag.
     reference: String,
+    /// The platform (os/architecture[/variant], e.g. linux/amd64, linux/s390x) of each file, in
+    /// order: the files are pushed as one OCI image index, signed by its digest.
+    #[arg(long = "platform", value_name = "PLATFORM")]
+    platforms: Vec<String>,
     /// Sign the pushed artifact with this private key (a file, or env://VAR).
     #[arg(long)]
     key: Option<String>,
@@ -45,15 +54,45 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
         }
     };
     let policy = args.policy.as_deref().map(Policy::load).transpose()?;
-    let bytes = crate::input_file::read_all(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let file = args.file.display().to_string();
-    let inspection = inspect(&bytes, policy.as_ref()).with_context(|| file.clone())?;
-    if !inspection.is_valid() {
-        return Err(Failure::Rejected(anyhow::anyhow!(
-            "{file}: refused, nothing pushed: {}",
-            inspection.refusals().join("; ")
-        )));
+    if !args.platforms.is_empty() && args.platforms.len() != args.files.len() {
+        return Err(anyhow::anyhow!(
+            "{} files and {} --platform: give one --platform per file, in order (nothing pushed)",
+            args.files.len(),
+            args.platforms.len()
+        )
+        .into());
+    }
+    if args.platforms.is_empty() && args.files.len() > 1 {
+        return Err(anyhow::anyhow!(
+            "several files need one --platform each (e.g. --platform linux/amd64 --platform linux/arm64); nothing pushed"
+        )
+        .into());
+    }
+    let platforms = args
+        .platforms
+        .iter()
+        .map(|p| Platform::parse(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::new)?;
+    let mut inputs = Vec::with_capacity(args.files.len());
+    for path in &args.files {
+        let bytes = crate::input_file::read_all(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let file = path.display().to_string();
+        let inspection = inspect(&bytes, policy.as_ref()).with_context(|| file.clone())?;
+        if !inspection.is_valid() {
+            return Err(Failure::Rejected(anyhow::anyhow!(
+                "{file}: refused, nothing pushed: {}",
+                inspection.refusals().join("; ")
+            )));
+        }
+        let file_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| bpfship_trust::verify::is_plain_file_name(n))
+            .unwrap_or("artifact")
+            .to_owned();
+        inputs.push((file_name, bytes, inspection));
     }
     // Decrypt the key before pushing: a wrong password must not leave an unsigned artifact behind.
     let key = args
@@ -61,24 +100,33 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
         .as_deref()
         .map(crate::keys::private_key)
         .transpose()?;
-    let file_name = args
-        .file
-        .file_name()
-        .and_then(|n| n.to_str())
-        .filter(|n| bpfship_trust::verify::is_plain_file_name(n))
-        .unwrap_or("artifact")
-        .to_owned();
     let client = args.registry.client()?;
-    let published = bpfship_trust::publish::push(
-        &client,
-        &target,
-        &tag,
-        &file_name,
-        &bytes,
-        &inspection,
-        policy.as_ref(),
-        terminal_progress(bytes.len()),
-    )?;
+    let size: usize = inputs.iter().map(|(_, b, _)| b.len()).sum();
+    let published = if platforms.is_empty() {
+        let (file_name, bytes, inspection) = &inputs[0];
+        bpfship_trust::publish::push(
+            &client,
+            &target,
+            &tag,
+            file_name,
+            bytes,
+            inspection,
+            policy.as_ref(),
+            terminal_progress(bytes.len()),
+        )?
+    } else {
+        let parts: Vec<Part> = inputs
+            .iter()
+            .zip(&platforms)
+            .map(|((file_name, bytes, inspection), platform)| Part {
+                file_name,
+                bytes,
+                inspection,
+                platform,
+            })
+            .collect();
+        bpfship_trust::publish::push_index(&client, &target, &tag, &parts, policy.as_ref())?
+    };
     let descriptor = published.descriptor;
     let pinned = format!("{}@{}", target.repository_path(), descriptor.digest);
     let signed = match &key {
@@ -100,7 +148,8 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
             "tag": format!("{}:{tag}", target.repository_path()),
             "digest": descriptor.digest,
             "kind": published.kind,
-            "size": bytes.len(),
+            "size": size,
+            "platforms": published.platforms,
             "signed": signed,
         }))?,
         _ => {
