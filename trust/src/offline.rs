@@ -70,7 +70,10 @@ impl<'a> LegacyParts<'a> {
         Self {
             payload: &sig.payload,
             signature: &sig.signature,
-            certificate: sig.annotations.get(CERTIFICATE_ANNOTATION).map(String::as_str),
+            certificate: sig
+                .annotations
+                .get(CERTIFICATE_ANNOTATION)
+                .map(String::as_str),
             rekor_bundle: sig
                 .annotations
                 .get(REKOR_BUNDLE_ANNOTATION)
@@ -235,8 +238,8 @@ pub(crate) fn judge_bundle(
     for key in &trusted.keys {
         match parsed.verify_image(key, digest) {
             Ok(v) => {
-                let docker_reference = check_identity(&trusted.rule, repository, &v.repositories)
-                    .map_err(fail)?;
+                let docker_reference =
+                    check_identity(&trusted.rule, repository, &v.repositories).map_err(fail)?;
                 return Ok(VerifiedSignature {
                     layout: "bundle",
                     key_hint: v.key_hint,

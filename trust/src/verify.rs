@@ -2,12 +2,12 @@
 //! each against the trusted keys and the manifest digest actually fetched, then (for content) fetch
 //! blobs by digest and apply the policy's eBPF/WASM rules. Nothing is trusted before that.
 
+use bpfship_keyless::{KeylessError, TrustRoot};
 use bpfship_registry::artifact::{self, ArtifactError, ArtifactKind};
 use bpfship_registry::signatures::{bundle_entries, legacy_entries};
 use bpfship_registry::{
     BlobKind, Client, Descriptor, ErrorClass, ImageManifest, Reference, RegistryError, untrusted,
 };
-use bpfship_keyless::{KeylessError, TrustRoot};
 use bpfship_verifier::certificate_identity::{Claims, IdentityPolicy};
 use bpfship_verifier::keys::{KeyError, PublicKey};
 use bpfship_verifier::policy::{Policy, SignedIdentity};
@@ -345,12 +345,7 @@ fn verify_digest(
                     match entry {
                         Ok(sig) => judged(
                             &mut reasons,
-                            judge_legacy(
-                                &LegacyParts::of(&sig),
-                                trusted,
-                                &repository,
-                                digest,
-                            ),
+                            judge_legacy(&LegacyParts::of(&sig), trusted, &repository, digest),
                         ),
                         Err(e) => note(&mut reasons, entry_error("legacy signature", e)?),
                     }

@@ -142,7 +142,12 @@ impl IdentityRule {
                 (None, None) => Err(format!("needs {name} or {re_name}")),
             }
         }
-        let subject = one(&self.subject, &self.subject_regexp, "subject", "subject_regexp")?;
+        let subject = one(
+            &self.subject,
+            &self.subject_regexp,
+            "subject",
+            "subject_regexp",
+        )?;
         let issuer = one(&self.issuer, &self.issuer_regexp, "issuer", "issuer_regexp")?;
         Ok(
             IdentityPolicy::new(subject, issuer).with_github_workflow(GithubWorkflow {
