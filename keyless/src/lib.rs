@@ -45,6 +45,9 @@ pub enum KeylessError {
     /// The verified certificate belongs to someone the policy does not accept.
     #[error(transparent)]
     Identity(#[from] IdentityMismatch),
+    /// The verified certificate's identity is none of those a trust rule accepts.
+    #[error("certificate identity {claims} matches none of the {count} identities trusted")]
+    NoIdentityMatches { claims: String, count: usize },
     /// The key given is not a public key sigstore-verify reads.
     #[error("public key: {0}")]
     Key(String),
@@ -100,6 +103,67 @@ impl SigstoreBundle {
         sigstore_types::Bundle::from_json(text)
             .map(Self)
             .map_err(|e| KeylessError::Bundle(e.to_string()))
+    }
+
+    /// The sigstore bundle (v0.1) equivalent to a keyless legacy image signature as cosign 2
+    /// writes it: the base64 `signature` over `payload` (the simple-signing layer), the Fulcio
+    /// certificate PEM (`dev.sigstore.cosign/certificate`) and the Rekor bundle
+    /// (`dev.sigstore.cosign/bundle`: the entry body, integrated time, log index and ID, and the
+    /// signed entry timestamp). Verified like any bundle; the chain annotation is not needed (the
+    /// trusted root holds the CAs).
+    pub fn from_cosign_legacy(
+        payload: &[u8],
+        signature_b64: &str,
+        certificate_pem: &str,
+        rekor_bundle: &str,
+    ) -> Result<Self, KeylessError> {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::STANDARD as B64;
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct RekorBundle {
+            signed_entry_timestamp: String,
+            payload: RekorPayload,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct RekorPayload {
+            body: String,
+            integrated_time: i64,
+            log_index: u64,
+            #[serde(rename = "logID")]
+            log_id: String,
+        }
+        let bad = |what: &str, e: &dyn std::fmt::Display| {
+            KeylessError::Bundle(format!("legacy signature {what}: {e}"))
+        };
+        let cert = sigstore_types::DerCertificate::from_pem(certificate_pem)
+            .map_err(|e| bad("certificate", &e))?;
+        let rekor: RekorBundle =
+            serde_json::from_str(rekor_bundle).map_err(|e| bad("Rekor bundle", &e))?;
+        let log_id = hex::decode(&rekor.payload.log_id).map_err(|e| bad("Rekor log ID", &e))?;
+        let payload_digest = bpfship_verifier::digest::sha256_digest(payload);
+        let payload_digest = hex::decode(&payload_digest["sha256:".len()..])
+            .map_err(|e| bad("payload digest", &e))?;
+        let bundle = serde_json::json!({
+            "mediaType": "application/vnd.dev.sigstore.bundle+json;version=0.1",
+            "verificationMaterial": {
+                "x509CertificateChain": {"certificates": [{"rawBytes": B64.encode(cert.as_bytes())}]},
+                "tlogEntries": [{
+                    "logIndex": rekor.payload.log_index.to_string(),
+                    "logId": {"keyId": B64.encode(log_id)},
+                    "kindVersion": {"kind": "hashedrekord", "version": "0.0.1"},
+                    "integratedTime": rekor.payload.integrated_time.to_string(),
+                    "inclusionPromise": {"signedEntryTimestamp": rekor.signed_entry_timestamp},
+                    "canonicalizedBody": rekor.payload.body,
+                }],
+            },
+            "messageSignature": {
+                "messageDigest": {"algorithm": "SHA2_256", "digest": B64.encode(payload_digest)},
+                "signature": signature_b64,
+            },
+        });
+        Self::parse(bundle.to_string().as_bytes())
     }
 
     /// Whether the bundle is signed with a certificate (keyless) rather than a key.
@@ -198,6 +262,13 @@ impl Verified {
     pub fn signer(&self) -> &Signer {
         &self.signer
     }
+    /// The certificate's claims, when a certificate (not a key) signed.
+    pub fn identity(&self) -> Option<&Claims> {
+        match &self.signer {
+            Signer::Identity(claims) => Some(claims),
+            Signer::Key => None,
+        }
+    }
     pub fn content(&self) -> &Content {
         &self.content
     }
@@ -214,6 +285,17 @@ pub fn verify_keyless(
     bundle: &SigstoreBundle,
     artifact: &Artifact<'_>,
     identity: &IdentityPolicy,
+) -> Result<Verified, KeylessError> {
+    verify_keyless_one_of(root, bundle, artifact, std::slice::from_ref(identity))
+}
+
+/// [`verify_keyless`] where any one of `identities` is accepted (a policy rule's list): the
+/// bundle is verified once, then its claims are compared with each identity in turn.
+pub fn verify_keyless_one_of(
+    root: &TrustRoot,
+    bundle: &SigstoreBundle,
+    artifact: &Artifact<'_>,
+    identities: &[IdentityPolicy],
 ) -> Result<Verified, KeylessError> {
     // The identity is checked below, with regexps and workflow claims, on the claims of the
     // certificate the crate verified; the crate itself checks everything else.
@@ -255,11 +337,27 @@ pub fn verify_keyless(
             name: gh.workflow_name.clone(),
         },
     };
-    identity.check(&claims)?;
-    Ok(Verified {
-        signer: Signer::Identity(claims),
-        content: content(&bundle.0)?,
-        integrated_time: result.integrated_time().map(|t| t.to_string()),
+    let mut first_mismatch = None;
+    for identity in identities {
+        match identity.check(&claims) {
+            Ok(()) => {
+                return Ok(Verified {
+                    signer: Signer::Identity(claims),
+                    content: content(&bundle.0)?,
+                    integrated_time: result.integrated_time().map(|t| t.to_string()),
+                });
+            }
+            Err(e) => {
+                first_mismatch.get_or_insert(e);
+            }
+        }
+    }
+    Err(match (first_mismatch, identities.len()) {
+        (Some(e), 1) => KeylessError::Identity(e),
+        _ => KeylessError::NoIdentityMatches {
+            claims: claims.to_string(),
+            count: identities.len(),
+        },
     })
 }
 

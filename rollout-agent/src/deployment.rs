@@ -725,6 +725,13 @@ impl Deployment {
                 &format!("sections renamed for the loader: {}", list.join(", ")),
             );
         }
+        // Audit names who signed it: key hints, or keyless identities (`identity SUBJECT (issuer
+        // ISSUER)`).
+        let signed_by = if record.signers.is_empty() {
+            "unsigned, allowed by the policy".to_owned()
+        } else {
+            format!("signed by {}", record.signers.join(", "))
+        };
         if self.state.stable.is_none() {
             if let Err(e) = self.hook.install_stable(prog) {
                 self.count_rollback("attach_error");
@@ -740,7 +747,7 @@ impl Deployment {
             self.audit(
                 "installed",
                 Some(digest),
-                "first version: attached directly",
+                &format!("first version: attached directly; {signed_by}"),
             );
             self.publish("installed");
             return;
@@ -761,7 +768,10 @@ impl Deployment {
         self.audit(
             "canary",
             Some(digest),
-            &format!("canary started at {}%", self.spec.rollout.steps[0].percent),
+            &format!(
+                "canary started at {}%; {signed_by}",
+                self.spec.rollout.steps[0].percent
+            ),
         );
     }
 

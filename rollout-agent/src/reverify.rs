@@ -76,9 +76,15 @@ mod tests {
         let verified = VerifiedSignature {
             layout: "legacy",
             key_hint: a.public_key().hint(),
+            identity: None,
             docker_reference: Some("example.org/team/prog".into()),
             version: None,
-            material: SignatureMaterial::Legacy { payload, signature },
+            material: SignatureMaterial::Legacy {
+                payload,
+                signature,
+                certificate: None,
+                rekor_bundle: None,
+            },
         };
         let stored = store_material(&store, &[verified], "edge").unwrap();
         let mut record = VersionRecord {

@@ -2,6 +2,7 @@
 //! each against the trusted keys and the manifest digest actually fetched, then (for content) fetch
 //! blobs by digest and apply the policy's eBPF/WASM rules. Nothing is trusted before that.
 
+use bpfship_keyless::{KeylessError, TrustRoot};
 use bpfship_registry::artifact::{self, ArtifactError, ArtifactKind};
 use bpfship_registry::index;
 use bpfship_registry::signatures::{bundle_entries, legacy_entries};
@@ -9,27 +10,46 @@ use bpfship_registry::{
     BlobKind, Client, Descriptor, ErrorClass, ImageManifest, Platform, Reference, RegistryError,
     untrusted,
 };
+use bpfship_verifier::certificate_identity::{Claims, IdentityPolicy};
 use bpfship_verifier::keys::{KeyError, PublicKey};
 use bpfship_verifier::policy::{Policy, SignedIdentity};
 use serde::Serialize;
 
 use crate::content::{self, ContentError, Inspection};
-use crate::offline::{SignatureMaterial, judge_bundle, judge_legacy};
+use crate::offline::{LegacyParts, SignatureMaterial, judge_bundle, judge_legacy};
 
 /// Reasons kept for one verification (each entry gives at most one; entries are capped too).
 const MAX_REASONS: usize = 16;
 
-/// Whose signatures count: explicit keys (`--key`), or the policy's trust rule for the repository.
+/// Whose signatures count: explicit keys (`--key`) and keyless identities
+/// (`--certificate-identity…`), or the policy's trust rule for the repository.
 ///
-/// Explicit keys replace the policy's `[[trust]]` rules entirely for this verification (they are
+/// Explicit keys and identities replace the policy's `[[trust]]` rules entirely for this verification (they are
 /// scoped to the one reference verified, not to repository patterns); `key_rule` says how their
 /// signatures are tied to that repository. Either way a signature must name the repository
 /// verified.
 #[derive(Debug, Clone, Copy)]
 pub struct TrustSource<'a> {
     pub keys: &'a [PublicKey],
+    pub keyless: Option<&'a KeylessTrust>,
     pub key_rule: &'a KeyRule,
     pub policy: Option<&'a Policy>,
+}
+
+/// Keyless signers: the identities whose Fulcio certificates count, and the trusted root those
+/// certificates, log entries and timestamps are verified against (offline).
+#[derive(Clone)]
+pub struct KeylessTrust {
+    pub root: std::sync::Arc<TrustRoot>,
+    pub identities: Vec<IdentityPolicy>,
+}
+
+impl std::fmt::Debug for KeylessTrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeylessTrust")
+            .field("identities", &self.identities)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> TrustSource<'a> {
@@ -37,6 +57,7 @@ impl<'a> TrustSource<'a> {
     pub fn policy(policy: &'a Policy) -> Self {
         Self {
             keys: &[],
+            keyless: None,
             key_rule: &KeyRule::DEFAULT,
             policy: Some(policy),
         }
@@ -63,7 +84,8 @@ impl KeyRule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TrustBasis {
-    /// Keys given explicitly (`--key`), replacing the policy's `[[trust]]` rules.
+    /// Keys or identities given explicitly (`--key`, `--certificate-identity…`), replacing the
+    /// policy's `[[trust]]` rules.
     ExplicitKeys,
     /// The policy's `[[trust]]` entry with this index (0-based), the first matching the repository.
     PolicyRule(usize),
@@ -74,7 +96,11 @@ pub enum TrustBasis {
 pub struct VerifiedSignature {
     /// `legacy` (`.sig` tag) or `bundle` (sigstore bundle referrer).
     pub layout: &'static str,
+    /// The key's hint, or for a keyless signature its identity (`subject (issuer …)`).
     pub key_hint: String,
+    /// A keyless signature's verified certificate claims (who signed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Claims>,
     /// The repository the signature names (legacy `docker-reference`, bundle subject name),
     /// checked against the repository verified; absent for a digest-only bundle the trust rule
     /// accepted.
@@ -140,6 +166,10 @@ pub enum VerifyError {
     Untrusted { repository: String },
     #[error("policy trust key: {0}")]
     PolicyKey(KeyError),
+    #[error("policy trust[{rule}].trusted_root: {source}")]
+    PolicyTrustedRoot { rule: usize, source: KeylessError },
+    #[error("policy trust[{rule}].identities: {message}")]
+    PolicyIdentity { rule: usize, message: String },
     #[error(
         "{reference}: no signatures found (neither a {tag} tag nor a sigstore bundle referrer); unsigned artifacts are refused"
     )]
@@ -171,6 +201,7 @@ pub enum VerifyError {
 /// The keys that count for a repository and the rules that come with them.
 pub(crate) struct Trusted {
     pub(crate) keys: Vec<PublicKey>,
+    pub(crate) keyless: Option<KeylessTrust>,
     pub(crate) allow_unsigned: bool,
     pub(crate) rule: KeyRule,
     pub(crate) basis: TrustBasis,
@@ -179,9 +210,10 @@ pub(crate) struct Trusted {
 /// The keys that count for `repo`, whether unsigned is allowed there, and how signatures must
 /// name it.
 pub(crate) fn trusted_keys(repo: &Reference, trust: TrustSource) -> Result<Trusted, VerifyError> {
-    if !trust.keys.is_empty() {
+    if !trust.keys.is_empty() || trust.keyless.is_some() {
         return Ok(Trusted {
             keys: trust.keys.to_vec(),
+            keyless: trust.keyless.cloned(),
             allow_unsigned: false,
             rule: trust.key_rule.clone(),
             basis: TrustBasis::ExplicitKeys,
@@ -201,8 +233,32 @@ pub(crate) fn trusted_keys(repo: &Reference, trust: TrustSource) -> Result<Trust
         .iter()
         .map(|pem| PublicKey::from_pem(pem.as_bytes()).map_err(VerifyError::PolicyKey))
         .collect::<Result<Vec<_>, _>>()?;
+    let keyless = match &rule.trusted_root {
+        Some(json) if !rule.identities.is_empty() => {
+            let root = TrustRoot::from_json(json, &format!("trust[{index}].trusted_root"))
+                .map_err(|source| VerifyError::PolicyTrustedRoot {
+                    rule: index,
+                    source,
+                })?;
+            let identities = rule
+                .identities
+                .iter()
+                .map(|i| i.to_policy())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|message| VerifyError::PolicyIdentity {
+                    rule: index,
+                    message,
+                })?;
+            Some(KeylessTrust {
+                root: std::sync::Arc::new(root),
+                identities,
+            })
+        }
+        _ => None,
+    };
     Ok(Trusted {
         keys,
+        keyless,
         allow_unsigned: rule.allow_unsigned,
         rule: KeyRule {
             signed_identity: rule.signed_identity.clone(),
@@ -309,13 +365,7 @@ fn verify_digest(
                     match entry {
                         Ok(sig) => judged(
                             &mut reasons,
-                            judge_legacy(
-                                &sig.payload,
-                                &sig.signature,
-                                trusted,
-                                &repository,
-                                digest,
-                            ),
+                            judge_legacy(&LegacyParts::of(&sig), trusted, &repository, digest),
                         ),
                         Err(e) => note(&mut reasons, entry_error("legacy signature", e)?),
                     }

@@ -307,6 +307,30 @@ impl Bundle {
         if !ok {
             return Err(last);
         }
+        let (repositories, version) = self.image_statement(fetched_digest)?;
+        Ok(VerifiedBundle {
+            digest: fetched_digest.to_owned(),
+            key_hint: key.hint(),
+            kind: "dsse",
+            repositories,
+            version,
+        })
+    }
+
+    /// Reads the in-toto statement of a DSSE bundle whose signature the caller verified (with a
+    /// key, or keyless): it must name `fetched_digest`; returns the repositories its matching
+    /// subjects name (possibly none) and the signed version.
+    pub fn image_statement(
+        &self,
+        fetched_digest: &str,
+    ) -> Result<(Vec<String>, Option<u64>), BundleError> {
+        let env = self
+            .dsse_envelope
+            .as_ref()
+            .ok_or(BundleError::Missing("dsseEnvelope"))?;
+        let payload = B64
+            .decode(&env.payload)
+            .map_err(|_| BundleError::Malformed("DSSE payload is not base64".into()))?;
         if env.payload_type != IN_TOTO_PAYLOAD_TYPE {
             return Err(BundleError::Malformed(format!(
                 "DSSE payload type {}",
@@ -343,13 +367,7 @@ impl Bundle {
             .get(VERSION_ANNOTATION)
             .map(parse_version)
             .transpose()?;
-        Ok(VerifiedBundle {
-            digest: fetched_digest.to_owned(),
-            key_hint: key.hint(),
-            kind: "dsse",
-            repositories,
-            version,
-        })
+        Ok((repositories, version))
     }
 }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::certificate_identity::{GithubWorkflow, IdentityPolicy, Matcher};
 use crate::digest::sha256_digest;
 
 /// Errors while reading a policy file.
@@ -24,6 +25,12 @@ pub enum PolicyError {
     Key {
         path: PathBuf,
         key: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: trusted root {root}: {source}")]
+    TrustedRoot {
+        path: PathBuf,
+        root: String,
         source: std::io::Error,
     },
 }
@@ -82,6 +89,76 @@ pub struct TrustRule {
     /// such a bundle vouches for the content wherever it is copied. Off unless explicitly true.
     #[serde(default)]
     pub accept_digest_only_bundles: bool,
+    /// Keyless signers: a signature whose Fulcio certificate carries one of these identities
+    /// counts (with `trusted_root`). One rule may hold keys and identities.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<IdentityRule>,
+    /// The sigstore `trusted_root.json` keyless signatures are verified against, offline: a path
+    /// relative to the policy file, or the JSON inline. After loading, always the JSON text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_root: Option<String>,
+}
+
+/// One keyless signer identity (cosign's `--certificate-identity*`, `--certificate-oidc-issuer*`
+/// and `--certificate-github-workflow-*`): an issuer and a subject, each exact or a regular
+/// expression, and optional GitHub workflow claims compared exactly.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_regexp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_regexp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_workflow_repository: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_workflow_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_workflow_trigger: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_workflow_sha: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_workflow_name: Option<String>,
+}
+
+impl IdentityRule {
+    /// The identity policy this rule describes: exactly one of `issuer`/`issuer_regexp` and one
+    /// of `subject`/`subject_regexp` are required.
+    pub fn to_policy(&self) -> Result<IdentityPolicy, String> {
+        fn one(
+            exact: &Option<String>,
+            regexp: &Option<String>,
+            name: &'static str,
+            re_name: &'static str,
+        ) -> Result<Matcher, String> {
+            match (exact, regexp) {
+                (Some(v), None) => Matcher::exact(name, v).map_err(|e| e.to_string()),
+                (None, Some(r)) => Matcher::regex(re_name, r).map_err(|e| e.to_string()),
+                (Some(_), Some(_)) => Err(format!("{name} and {re_name} are exclusive")),
+                (None, None) => Err(format!("needs {name} or {re_name}")),
+            }
+        }
+        let subject = one(
+            &self.subject,
+            &self.subject_regexp,
+            "subject",
+            "subject_regexp",
+        )?;
+        let issuer = one(&self.issuer, &self.issuer_regexp, "issuer", "issuer_regexp")?;
+        Ok(
+            IdentityPolicy::new(subject, issuer).with_github_workflow(GithubWorkflow {
+                repository: self.github_workflow_repository.clone(),
+                git_ref: self.github_workflow_ref.clone(),
+                trigger: self.github_workflow_trigger.clone(),
+                sha: self.github_workflow_sha.clone(),
+                name: self.github_workflow_name.clone(),
+            }),
+        )
+    }
 }
 
 /// How the repository a signature names is compared with the repository being verified.
@@ -235,6 +312,16 @@ impl Policy {
                     })?;
                 }
             }
+            if let Some(root) = &mut rule.trusted_root
+                && !root.trim_start().starts_with('{')
+            {
+                let root_path = base.join(&*root);
+                *root = read_text(&root_path).map_err(|source| PolicyError::TrustedRoot {
+                    path: path.to_owned(),
+                    root: root_path.display().to_string(),
+                    source,
+                })?;
+            }
         }
         Ok(Self::from_rules(rules))
     }
@@ -270,9 +357,19 @@ impl PolicyFile {
             if rule.repositories.is_empty() {
                 return Err(format!("trust[{i}].repositories is empty"));
             }
-            if rule.keys.is_empty() && !rule.allow_unsigned {
+            if rule.keys.is_empty() && rule.identities.is_empty() && !rule.allow_unsigned {
                 return Err(format!(
-                    "trust[{i}] names no keys and does not allow unsigned artifacts"
+                    "trust[{i}] names no keys or identities and does not allow unsigned artifacts"
+                ));
+            }
+            for (j, identity) in rule.identities.iter().enumerate() {
+                identity
+                    .to_policy()
+                    .map_err(|e| format!("trust[{i}].identities[{j}]: {e}"))?;
+            }
+            if !rule.identities.is_empty() && rule.trusted_root.is_none() {
+                return Err(format!(
+                    "trust[{i}] names keyless identities but no trusted_root to verify them against"
                 ));
             }
             if let Some(p) = rule.repositories.iter().find(|p| p.len() > MAX_PATTERN_LEN) {

@@ -128,6 +128,29 @@ pub fn verify_simple_signing(
     fetched_digest: &str,
 ) -> Result<VerifiedSignature, LegacySignatureError> {
     key.verify_base64(payload, signature_b64)?;
+    let signed = read_simple_signing(payload, fetched_digest)?;
+    Ok(VerifiedSignature {
+        docker_reference: signed.docker_reference,
+        manifest_digest: signed.manifest_digest,
+        key_hint: key.hint(),
+        version: signed.version,
+    })
+}
+
+/// What a simple-signing payload says, read after its signature was verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedPayload {
+    pub docker_reference: String,
+    pub manifest_digest: String,
+    pub version: Option<u64>,
+}
+
+/// Reads a payload whose signature the caller verified (with a key, or keyless through a
+/// certificate): its shape and type, and that it names `fetched_digest`.
+pub fn read_simple_signing(
+    payload: &[u8],
+    fetched_digest: &str,
+) -> Result<SignedPayload, LegacySignatureError> {
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Err(LegacySignatureError::Payload(format!(
             "{} bytes",
@@ -152,10 +175,9 @@ pub fn verify_simple_signing(
         .and_then(|o| o.get(VERSION_ANNOTATION))
         .map(parse_version)
         .transpose()?;
-    Ok(VerifiedSignature {
+    Ok(SignedPayload {
         docker_reference: doc.critical.identity.docker_reference,
         manifest_digest: signed,
-        key_hint: key.hint(),
         version,
     })
 }

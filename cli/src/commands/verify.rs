@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use bpfship_trust::verify::{
-    KeyRule, TrustBasis, TrustSource, Verified, VerifyError, fetch_content, verify,
+    KeyRule, KeylessTrust, TrustBasis, TrustSource, Verified, VerifyError, fetch_content, verify,
 };
 use bpfship_verifier::policy::{Policy, SignedIdentity};
 
@@ -21,17 +21,37 @@ pub struct KeyArgs {
     /// name this repository. Without --key, the policy's [[trust]] rule for the repository.
     #[arg(long)]
     key: Vec<String>,
-    /// With --key, for a mirror: a repository under PREFIX counts as signed when its signature
+    /// With --key or an identity, for a mirror: a repository under PREFIX counts as signed when its signature
     /// names the same path under SIGNED_PREFIX (containers/image remapIdentity).
-    #[arg(long, requires = "key", value_name = "PREFIX=SIGNED_PREFIX")]
+    #[arg(long, value_name = "PREFIX=SIGNED_PREFIX")]
     remap_identity: Option<String>,
-    /// With --key: also accept sigstore bundles naming only the digest (cosign 3 writes them so);
+    /// With --key or an identity: also accept sigstore bundles naming only the digest (cosign 3 writes them so);
     /// such a bundle vouches for the content in any repository it is copied to.
-    #[arg(long, requires = "key")]
+    #[arg(long)]
     accept_digest_only_bundles: bool,
+    /// Keyless signers (cosign's flags): the certificate identity and issuer required, verified
+    /// offline against --trusted-root. They replace the policy's [[trust]] rules, as --key does.
+    #[command(flatten)]
+    keyless: crate::keyless::KeylessArgs,
 }
 
 impl KeyArgs {
+    /// The keyless signers the identity flags name, with `--trusted-root`; `None` without them.
+    fn keyless(&self) -> anyhow::Result<Option<KeylessTrust>> {
+        if !self.keyless.wants_identity() {
+            return Ok(None);
+        }
+        let identity = self.keyless.identity()?;
+        let root = self
+            .keyless
+            .trust_root()?
+            .context("keyless verification needs --trusted-root FILE")?;
+        Ok(Some(KeylessTrust {
+            root: std::sync::Arc::new(root),
+            identities: vec![identity],
+        }))
+    }
+
     /// The identity rule for --key signatures.
     fn rule(&self) -> anyhow::Result<KeyRule> {
         let signed_identity = match &self.remap_identity {
@@ -77,7 +97,10 @@ pub struct Args {
 pub fn failure(e: VerifyError) -> Failure {
     match e {
         VerifyError::Registry(r) => Failure::registry(r),
-        VerifyError::NoKeys | VerifyError::PolicyKey(_) => Failure::Error(e.into()),
+        VerifyError::NoKeys
+        | VerifyError::PolicyKey(_)
+        | VerifyError::PolicyTrustedRoot { .. }
+        | VerifyError::PolicyIdentity { .. } => Failure::Error(e.into()),
         e => Failure::Rejected(e.into()),
     }
 }
@@ -96,12 +119,22 @@ pub fn verify_reference(
         .map(|k| crate::keys::public_key(k))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let key_rule = key_args.rule()?;
+    let keyless = key_args.keyless()?;
+    if keys.is_empty()
+        && keyless.is_none()
+        && (key_args.remap_identity.is_some() || key_args.accept_digest_only_bundles)
+    {
+        return Err(Failure::Error(anyhow::anyhow!(
+            "--remap-identity and --accept-digest-only-bundles apply to --key or --certificate-identity signers"
+        )));
+    }
     let client = registry.client()?;
     let verified = verify(
         &client,
         &target,
         TrustSource {
             keys: &keys,
+            keyless: keyless.as_ref(),
             key_rule: &key_rule,
             policy,
         },
@@ -126,16 +159,22 @@ pub fn run(args: Args, out: OutputFormat) -> CmdResult {
         _ => {
             outln!("Verified {}", verified.reference)?;
             match verified.trust {
-                TrustBasis::ExplicitKeys => {
-                    outln!("  trusted keys: --key (the policy's [[trust]] rules not consulted)")?
+                TrustBasis::ExplicitKeys => outln!(
+                    "  trusted signers: command line (the policy's [[trust]] rules not consulted)"
+                )?,
+                TrustBasis::PolicyRule(i) => {
+                    outln!("  trusted signers: policy [[trust]] entry {i}")?
                 }
-                TrustBasis::PolicyRule(i) => outln!("  trusted keys: policy [[trust]] entry {i}")?,
             }
             for s in &verified.signatures {
                 outln!(
-                    "  {} signature, key {}{}{}",
+                    "  {} signature, {}{}{}",
                     s.layout,
-                    s.key_hint,
+                    if s.identity.is_some() {
+                        s.key_hint.clone()
+                    } else {
+                        format!("key {}", s.key_hint)
+                    },
                     s.docker_reference.as_deref().map_or_else(
                         || ", digest only (accept_digest_only_bundles)".to_owned(),
                         |r| format!(", for {r}")
