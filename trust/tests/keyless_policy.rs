@@ -229,9 +229,7 @@ fn cosign3_keyless_bundle_verifies_with_its_workflow_identity_only() {
         "ghcr.io/kubewarden/**",
         &format!(
             "keys = [\"\"\"\n{key}\"\"\"]\n{}",
-            rule(&format!(
-                "subject_regexp = \"^https://github.com/kubewarden/\""
-            ))
+            rule("subject_regexp = \"^https://github.com/kubewarden/\"")
         ),
     );
     reverify(&repo, COSIGN3_DIGEST, &[cosign3_material()], &mixed).unwrap();
