@@ -8,12 +8,12 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bpfship_registry::testing::{Delivery, Exchange, HostileServer};
+use bpfship_registry::testing::{Delivery, Exchange, HostileServer, TestRegistry};
 use bpfship_registry::{Client, ClientOptions, Reference};
 use common::{Run, Work, s};
 
@@ -245,10 +245,11 @@ fn is_empty_or_absent(dir: &Path) -> bool {
     std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
 }
 
-#[test]
-fn read_faults_end_in_one_clear_line_within_the_timeout_and_leave_nothing() {
-    let reg = registry_or_skip!();
-    let xdp = object_or_skip!("xdp_pass");
+/// A registry holding `net/xdp:v1` (xdp_pass.o, signed); the work directory, the public key
+/// and the object's bytes. `None` (SKIP printed) without the registry or clang.
+fn signed_artifact() -> Option<(TestRegistry, Work, PathBuf, Vec<u8>)> {
+    let reg = common::registry()?;
+    let xdp = common::object("xdp_pass")?;
     let w = Work::new();
     let (key, public) = w.key_pair("release");
     let file = w.write("xdp_pass.o", &xdp);
@@ -258,6 +259,14 @@ fn read_faults_end_in_one_clear_line_within_the_timeout_and_leave_nothing() {
         Some(&key),
         &[],
     );
+    Some((reg, w, public, xdp))
+}
+
+#[test]
+fn read_faults_end_in_one_clear_line_within_the_timeout_and_leave_nothing() {
+    let Some((reg, w, public, _)) = signed_artifact() else {
+        return;
+    };
 
     let mut summary = Vec::new();
     for (i, fault) in READ_FAULTS.iter().enumerate() {
@@ -294,17 +303,9 @@ fn read_faults_end_in_one_clear_line_within_the_timeout_and_leave_nothing() {
 
 #[test]
 fn a_slow_registry_that_answers_in_time_is_not_a_failure() {
-    let reg = registry_or_skip!();
-    let xdp = object_or_skip!("xdp_pass");
-    let w = Work::new();
-    let (key, public) = w.key_pair("release");
-    let file = w.write("xdp_pass.o", &xdp);
-    w.push(
-        &file,
-        &format!("{}/net/xdp:v1", reg.address),
-        Some(&key),
-        &[],
-    );
+    let Some((reg, w, public, xdp)) = signed_artifact() else {
+        return;
+    };
     static SLOW: Fault = Fault {
         name: "slow manifest",
         target: Target::Manifest,

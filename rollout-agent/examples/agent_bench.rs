@@ -17,15 +17,9 @@ use bpfship_registry::{Client, ClientOptions, Reference};
 use bpfship_trust::sign::{SignatureFormat, sign_descriptor};
 use bpfship_verifier::keys::PrivateKey;
 
-fn frame() -> Vec<u8> {
-    let mut f = vec![0u8; 64];
-    f[12] = 0x08;
-    f[14] = 0x45;
-    f[23] = 17;
-    f[26..30].copy_from_slice(&[10, 0, 0, 2]);
-    f[34..36].copy_from_slice(&4242u16.to_be_bytes());
-    f
-}
+#[path = "common/frame.rs"]
+mod frame;
+use frame::frame;
 
 /// Best of 5 runs of `repeat` test runs: ns per run.
 fn ns_per_run(prog: &ProgramFd, repeat: u32) -> f64 {

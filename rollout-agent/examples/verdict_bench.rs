@@ -10,15 +10,9 @@ use std::time::Instant;
 use bpfship_agent::kernel::instrument::VerdictCounting;
 use bpfship_agent::kernel::{self, HookKind, ProgramFd};
 
-fn frame() -> Vec<u8> {
-    let mut f = vec![0u8; 64];
-    f[12] = 0x08;
-    f[14] = 0x45;
-    f[23] = 17;
-    f[26..30].copy_from_slice(&[10, 0, 0, 2]);
-    f[34..36].copy_from_slice(&4242u16.to_be_bytes());
-    f
-}
+#[path = "common/frame.rs"]
+mod frame;
+use frame::frame;
 
 /// One test run of `repeat` packets: (wall ns per packet, kernel's own ns per packet). The
 /// kernel reports whole nanoseconds; the wall time over the syscall gives the fraction.

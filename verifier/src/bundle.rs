@@ -285,13 +285,7 @@ impl Bundle {
         fetched_digest: &str,
     ) -> Result<VerifiedBundle, BundleError> {
         self.check_key(key)?;
-        let env = self
-            .dsse_envelope
-            .as_ref()
-            .ok_or(BundleError::Missing("dsseEnvelope"))?;
-        let payload = B64
-            .decode(&env.payload)
-            .map_err(|_| BundleError::Malformed("DSSE payload is not base64".into()))?;
+        let (env, payload) = self.dsse_payload()?;
         let message = pae(&env.payload_type, &payload);
         let mut last = BundleError::Missing("DSSE signature");
         let mut ok = false;
@@ -317,13 +311,8 @@ impl Bundle {
         })
     }
 
-    /// Reads the in-toto statement of a DSSE bundle whose signature the caller verified (with a
-    /// key, or keyless): it must name `fetched_digest`; returns the repositories its matching
-    /// subjects name (possibly none) and the signed version.
-    pub fn image_statement(
-        &self,
-        fetched_digest: &str,
-    ) -> Result<(Vec<String>, Option<u64>), BundleError> {
+    /// The DSSE envelope and its decoded payload.
+    fn dsse_payload(&self) -> Result<(&DsseEnvelope, Vec<u8>), BundleError> {
         let env = self
             .dsse_envelope
             .as_ref()
@@ -331,6 +320,17 @@ impl Bundle {
         let payload = B64
             .decode(&env.payload)
             .map_err(|_| BundleError::Malformed("DSSE payload is not base64".into()))?;
+        Ok((env, payload))
+    }
+
+    /// Reads the in-toto statement of a DSSE bundle whose signature the caller verified (with a
+    /// key, or keyless): it must name `fetched_digest`; returns the repositories its matching
+    /// subjects name (possibly none) and the signed version.
+    pub fn image_statement(
+        &self,
+        fetched_digest: &str,
+    ) -> Result<(Vec<String>, Option<u64>), BundleError> {
+        let (env, payload) = self.dsse_payload()?;
         if env.payload_type != IN_TOTO_PAYLOAD_TYPE {
             return Err(BundleError::Malformed(format!(
                 "DSSE payload type {}",
